@@ -1,0 +1,1 @@
+"""DrVoice core: the dual-resolution speech-text model, its generator, codecs and engine."""

@@ -1,0 +1,227 @@
+"""VoiceChatEngine: the one object the app, the evaluation and the command line share.
+
+A request (mode, user audio and/or text, history, sampling) goes in; typed events come out:
+`PhaseStart` / `TextDelta` while text is written, `AudioChunk` while speech is decoded, and a
+final `Done` with the reply text, the generated speech tokens and the timings.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.generate import DrVoiceGenerator, GenResult
+from core.modes import get_mode, split_chain_text
+from core.sampling import SamplingConfig
+from core.sequence import HistoryTurn, SequenceBuilder, UserInput
+from core.types import AudioChunk, Done, Event, PhaseStart, TextDelta, Timings, Waveform
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Exchange:
+    """An earlier turn of the conversation."""
+
+    user_text: str | None = None
+    user_audio: Any = None  # anything core.audio.load_audio accepts (kept to re-encode speech turns)
+    assistant_text: str = ""
+
+
+@dataclass
+class ChatRequest:
+    """One user turn to answer."""
+
+    mode: str  # S2M, S2T, T2M, T2T, STC, SAC, SUC
+    text: str | None = None  # typed input (text modes)
+    audio: Any = None  # recorded/uploaded input (speech modes): path, bytes, (sr, array) or Waveform
+    history: list[Exchange] = field(default_factory=list)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    system_prompt: str | None = None  # overrides the mode's Table 5 prompt
+    max_text_chars: int = 2000  # longer typed input is refused with a clear error
+
+
+class InputError(ValueError):
+    """The request cannot be answered as given (missing or invalid input); readable message."""
+
+
+class _TextStream:
+    """Incremental detokenisation: yields only new, complete characters."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.tokens: list[int] = []
+        self.text = ""
+
+    def push(self, token: int) -> str:
+        self.tokens.append(token)
+        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next token
+            return ""
+        delta, self.text = text[len(self.text) :], text
+        return delta
+
+
+class VoiceChatEngine:
+    """Answers chat requests with a DrVoice checkpoint."""
+
+    def __init__(self, model, tokenizer, codec=None, checkpoint_id: str = "drvoice", user_tokenizer=None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.codec = codec  # detokenizer for the reply's speech (None: text-only)
+        self.user_tokenizer = user_tokenizer  # speech tokenizer for discrete user input
+        self.checkpoint_id = checkpoint_id
+        self.config = model.config
+        self.builder = SequenceBuilder(self.config, tokenizer)
+        self.generator = DrVoiceGenerator(self.model)
+        self._lock = threading.Lock()  # one generation at a time per model (torch threads are shared)
+
+    @classmethod
+    def from_pretrained(cls, path_or_id, device: str = "cpu", dtype: torch.dtype | None = None) -> VoiceChatEngine:
+        from core.checkpoint import from_pretrained
+
+        ckpt = from_pretrained(path_or_id, device=device, dtype=dtype)
+        return cls(ckpt.model, ckpt.tokenizer, ckpt.codec, ckpt.checkpoint_id)
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.codec.sample_rate) if self.codec is not None else 0
+
+    # ---- inputs --------------------------------------------------------------------------------------
+    def _user_input(self, text: str | None, audio: Any, want_audio: bool, max_chars: int) -> UserInput:
+        if want_audio:
+            if audio is None:
+                raise InputError("This mode answers speech: record or upload audio first.")
+            from core.audio import load_audio
+
+            wav = load_audio(audio)
+            if self.config.user_audio == "continuous":
+                from core.encoder import log_mel
+
+                return UserInput(text=text, mels=log_mel(wav, self.config.encoder["n_mels"]))
+            if self.user_tokenizer is None:
+                raise InputError("this checkpoint takes discrete user speech but has no speech tokenizer")
+            return UserInput(text=text, speech_tokens=self.user_tokenizer.encode(wav).tolist())
+        text = (text or "").strip()
+        if not text:
+            raise InputError("This mode answers text: type a message first.")
+        if len(text) > max_chars:
+            raise InputError(f"The message is {len(text)} characters long; the limit is {max_chars}.")
+        return UserInput(text=text)
+
+    def build_prompt(self, request: ChatRequest):
+        mode = get_mode(request.mode)
+        history = [
+            HistoryTurn(
+                self._user_input(h.user_text, h.user_audio, h.user_audio is not None, request.max_text_chars),
+                h.assistant_text,
+            )
+            for h in request.history
+        ]
+        user = self._user_input(request.text, request.audio, mode.speech_input, request.max_text_chars)
+        return self.builder.prompt(mode.name, user, history, request.system_prompt)
+
+    # ---- streaming -----------------------------------------------------------------------------------
+    def stream(self, request: ChatRequest, cancel: threading.Event | None = None) -> Iterator[Event]:
+        """Answers one request, yielding events as they become ready (see module docstring).
+
+        Raises:
+            InputError / core.audio.AudioInputError: bad input (readable message).
+            core.generate.LengthBudgetError: the conversation does not fit the position budget.
+        """
+        start = time.perf_counter()
+        mode = get_mode(request.mode)
+        if mode.speech_output and self.codec is None:
+            raise InputError(f"mode {mode.name} speaks, but this checkpoint has no speech detokenizer")
+        with self._lock:
+            prompt = self.build_prompt(request)
+            yield from self._run(prompt, mode, request.sampling, cancel, start)
+
+    def _run(self, prompt, mode, sampling, cancel, start) -> Iterator[Event]:
+        ids = self.config.special_token_ids
+        chain_stream, reply_stream = _TextStream(self.tokenizer), _TextStream(self.tokenizer)
+        detok = self.codec.stream() if mode.speech_output else None
+        first_text = first_audio = None
+        n_chunks, n_samples = 0, 0
+        codes: list[int] = []
+        chain_phase_text = {"transcript": "", "draft": ""}
+        current_phase = None
+        result = GenResult()
+
+        def audio_events(chunks: list[np.ndarray]) -> Iterator[AudioChunk]:
+            nonlocal first_audio, n_chunks, n_samples
+            for c in chunks:
+                if len(c) == 0:
+                    continue
+                if first_audio is None:
+                    first_audio = time.perf_counter() - start
+                yield AudioChunk(np.asarray(c, dtype=np.float32), self.sample_rate, n_chunks)
+                n_chunks += 1
+                n_samples += len(c)
+
+        for step in self.generator.stream(prompt, mode.name, sampling, cancel=cancel, result=result):
+            tok = step.text_token
+            if step.kind == "text" and mode.is_chain:
+                if tok == ids["audio_bos"]:
+                    continue
+                chain_stream.push(tok)
+                transcript, draft = split_chain_text(mode, chain_stream.text)
+                for phase, new_text in (("transcript", transcript), ("draft", draft)):
+                    delta = new_text[len(chain_phase_text[phase]) :]
+                    if not delta:
+                        continue
+                    if current_phase != phase:
+                        current_phase = phase
+                        yield PhaseStart(phase)
+                    chain_phase_text[phase] = new_text
+                    yield TextDelta(delta, phase)
+            elif tok is not None and tok != ids["im_end"]:
+                if current_phase != "reply":
+                    current_phase = "reply"
+                    yield PhaseStart("reply")
+                delta = reply_stream.push(tok)
+                if delta:
+                    if first_text is None:
+                        first_text = time.perf_counter() - start
+                    yield TextDelta(delta, "reply")
+            if step.speech_tokens:
+                codes.extend(step.speech_tokens)
+                yield from audio_events(detok.push(step.speech_tokens))
+        if detok is not None and result.stop_reason != "cancelled":
+            yield from audio_events(detok.flush())
+        total = time.perf_counter() - start
+        sr = self.sample_rate if mode.speech_output else 0
+        timings = Timings(
+            time_to_first_text=first_text,
+            time_to_first_audio=first_audio,
+            total_time=total,
+            audio_seconds=n_samples / sr if sr else 0.0,
+            llm_steps=result.steps,
+        )
+        yield Done(
+            reply_text=reply_stream.text.strip(),
+            transcript=chain_phase_text["transcript"].strip(),
+            draft=chain_phase_text["draft"].strip(),
+            speech_tokens=codes,
+            sample_rate=sr,
+            timings=timings,
+            stop_reason=result.stop_reason,
+        )
+
+    def chat(self, request: ChatRequest) -> tuple[Done, Waveform | None]:
+        """Non-streaming helper: the final event and the whole reply waveform (None for text modes)."""
+        chunks, done = [], None
+        for event in self.stream(request):
+            if isinstance(event, AudioChunk):
+                chunks.append(event.samples)
+            elif isinstance(event, Done):
+                done = event
+        audio = Waveform(np.concatenate(chunks), self.sample_rate) if chunks else None
+        return done, audio

@@ -1,0 +1,226 @@
+"""Streaming generation for the seven interaction patterns.
+
+Per LLM step (5 Hz in the parallel phase): one shared-LLM forward with a KV cache, one text token
+from the text head, then k SRH forwards (its KV cache lives for the whole reply) giving k speech
+tokens (25 Hz). Chain modes first write their text-only phase one token per step and switch to the
+parallel phase when they emit <|audio_bos|>. See core/sequence.py for the position layout.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from transformers import DynamicCache
+
+from core.model import DrVoiceModel
+from core.modes import get_mode
+from core.sampling import SamplingConfig, apply_repetition_penalty, sample_token
+from core.sequence import Example
+
+
+class LengthBudgetError(ValueError):
+    """The prompt or the reply does not fit the model's position budget."""
+
+
+StepKind = Literal["text", "parallel"]
+
+
+@dataclass
+class GenStep:
+    """What one LLM step produced."""
+
+    kind: StepKind  # "text": text-only (or chain text phase) step; "parallel": text + speech step
+    text_token: int | None  # sampled text token (None once the reply text has ended)
+    speech_tokens: list[int] = field(default_factory=list)  # new 25 Hz codes (no bos/eos/pad)
+    text_done: bool = False  # the reply text has ended (<|im_end|> was produced)
+    speech_done: bool = False  # the speech stream has ended (eos was produced)
+
+
+@dataclass
+class GenResult:
+    """Summary of a finished generation (filled while streaming)."""
+
+    steps: int = 0  # LLM steps after the prompt
+    stop_reason: Literal["end", "max_steps", "cancelled"] = "end"
+
+
+class _Decoder:
+    """Incremental decoding of one causal transformer, with or without a KV cache.
+
+    Without a cache it re-runs the whole sequence every call: the slow reference the tests compare
+    the cached path against.
+    """
+
+    def __init__(self, forward, hf_config, use_cache: bool):
+        self.forward = forward  # (inputs_embeds-like args, cache) -> outputs for the new positions
+        self.use_cache = use_cache
+        self.cache = DynamicCache(config=hf_config) if use_cache else None
+        self.history: list[tuple[torch.Tensor, ...]] = []
+        self.length = 0
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """inputs: tensors shaped (1, n, ...) for the n new positions; returns outputs (1, n, ...)."""
+        n = inputs[0].shape[1]
+        self.length += n
+        if self.use_cache:
+            return self.forward(*inputs, cache=self.cache)
+        self.history.append(inputs)
+        full = [torch.cat(parts, dim=1) for parts in zip(*self.history, strict=True)]
+        return self.forward(*full, cache=None)[:, -n:]
+
+
+class DrVoiceGenerator:
+    """Streams GenSteps for a prompt (see `core.sequence.SequenceBuilder.prompt`)."""
+
+    def __init__(self, model: DrVoiceModel):
+        self.model = model
+        cfg = model.config
+        self.cfg = cfg
+        self.ids = cfg.special_token_ids
+        vocab = cfg.llm["vocab_size"]
+        # Text tokens allowed in each phase (others get -inf): keeps a small model on the format.
+        never = [self.ids[n] for n in ("im_start", "audio", "audio_eos", "end_of_text")]
+        self.text_only_mask = self._mask(vocab, never + [self.ids["audio_bos"], self.ids["sil"]])
+        self.chain_mask = self._mask(vocab, never + [self.ids["im_end"], self.ids["sil"]])
+        self.parallel_mask = self._mask(vocab, never + [self.ids["audio_bos"], self.ids["sil"]])
+        self.speech_mask = self._mask(cfg.speech_vocab_total, [cfg.speech_bos, cfg.speech_pad])
+
+    def _mask(self, size: int, banned: list[int]) -> torch.Tensor:
+        m = torch.zeros(size, device=self.model.device)
+        m[banned] = float("-inf")
+        return m
+
+    def _llm_forward(self, emb: torch.Tensor, cache=None) -> torch.Tensor:
+        return self.model.llm.model(
+            inputs_embeds=emb, cache=cache, use_cache=cache is not None
+        ).last_hidden_state
+
+    def _srh_forward(self, prev: torch.Tensor, cond: torch.Tensor, cache=None) -> torch.Tensor:
+        return self.model.srh(prev, cond, cache=cache)
+
+    @torch.inference_mode()
+    def stream(
+        self,
+        prompt: Example,
+        mode: str,
+        sampling: SamplingConfig | None = None,
+        *,
+        use_cache: bool = True,
+        cancel: threading.Event | None = None,
+        result: GenResult | None = None,
+    ) -> Iterator[GenStep]:
+        """Generates a reply step by step.
+
+        Args:
+            prompt: the prompt layout (ends with the assistant header, or <|audio_bos|> for S2M/T2M).
+            mode: one of the seven patterns; must match the prompt.
+            sampling: sampling settings (greedy by default).
+            use_cache: False re-runs the whole sequence each step (slow reference decode).
+            cancel: set it to stop after the current step.
+            result: filled with the step count and stop reason.
+        Yields:
+            One GenStep per LLM step.
+        Raises:
+            LengthBudgetError: the prompt or the reply exceeds `max_positions`.
+        """
+        sampling = sampling or SamplingConfig()
+        result = result if result is not None else GenResult()
+        m = get_mode(mode)
+        cfg, ids, model = self.cfg, self.ids, self.model
+        k, dev = cfg.group_size, model.device
+        budget = cfg.max_positions
+        if len(prompt) >= budget:
+            raise LengthBudgetError(
+                f"the conversation takes {len(prompt)} positions but the model's budget is {budget} "
+                f"(about {budget / 5 / 60:.1f} min of audio at 5 Hz): start a new conversation or shorten the input"
+            )
+        gen = None
+        if sampling.seed is not None:
+            gen = torch.Generator(device="cpu").manual_seed(sampling.seed)
+
+        llm = _Decoder(self._llm_forward, model.llm.config, use_cache)
+        srh = _Decoder(self._srh_forward, model.srh.hf_config, use_cache)
+        p = prompt
+        emb = model.embed_inputs(
+            p.input_ids[None].to(dev),
+            p.speech_inputs[None].to(dev),
+            p.speech_input_mask[None].to(dev),
+            p.mels,
+        )
+        hidden = llm(emb)[0, -1]  # (D,)
+        last_input = int(p.input_ids[-1])
+        parallel = m.speech_output and not m.is_chain
+        text_done = speech_done = False
+        prev_speech = cfg.speech_bos
+        recent: list[int] = []
+        par_step = 0
+        pad_group = torch.full((k,), cfg.speech_pad, dtype=torch.long, device=dev)
+
+        def draw_text(mask: torch.Tensor) -> int:
+            logits = model.llm.lm_head(hidden).float() + mask
+            return sample_token(logits.cpu(), sampling.temperature, sampling.top_k, sampling.top_p, gen)
+
+        for step in range(sampling.max_new_steps):
+            if cancel is not None and cancel.is_set():
+                result.stop_reason = "cancelled"
+                return
+            result.steps = step + 1
+            if not parallel:
+                tok = draw_text(self.chain_mask if m.is_chain else self.text_only_mask)
+                yield GenStep("text", tok)
+                if not m.speech_output and tok == ids["im_end"]:
+                    return
+                if tok == ids["audio_bos"]:
+                    parallel = True
+                next_emb = model.text_embed(torch.tensor([[tok]], device=dev))
+            else:
+                tok = ids["sil"] if text_done else draw_text(self.parallel_mask)
+                new_codes: list[int] = []
+                group = pad_group
+                if par_step >= cfg.speech_delay and not speech_done:
+                    cond = model.srh_condition(hidden, torch.tensor(last_input, device=dev))  # (k, d_srh)
+                    group = pad_group.clone()
+                    for j in range(k):
+                        logits = srh(torch.tensor([[prev_speech]], device=dev), cond[None, j : j + 1])[0, -1]
+                        logits = logits.float() + self.speech_mask
+                        logits = apply_repetition_penalty(
+                            logits.cpu(), recent[-sampling.repetition_window :], sampling.repetition_penalty
+                        )
+                        code = sample_token(
+                            logits,
+                            sampling.speech_temperature,
+                            sampling.speech_top_k,
+                            sampling.speech_top_p,
+                            gen,
+                        )
+                        group[j] = code
+                        prev_speech = code
+                        if code == cfg.speech_eos:
+                            speech_done = True
+                            break
+                        new_codes.append(code)
+                        recent.append(code)
+                if tok == ids["im_end"]:
+                    text_done = True
+                par_step += 1
+                yield GenStep(
+                    "parallel", None if tok == ids["sil"] else tok, new_codes, text_done, speech_done
+                )
+                if text_done and speech_done:
+                    return
+                next_emb = model.combine(
+                    model.text_embed(torch.tensor([[tok]], device=dev)),
+                    model.speech_grouping(group[None, None]),
+                )
+            if llm.length + 1 > budget:
+                raise LengthBudgetError(
+                    f"the reply reached the model's budget of {budget} positions "
+                    f"(about {budget / 5 / 60:.1f} min at 5 Hz); start a new conversation"
+                )
+            hidden = llm(next_emb)[0, -1]
+            last_input = tok
+        result.stop_reason = "max_steps"

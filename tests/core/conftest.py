@@ -1,0 +1,62 @@
+"""Tiny seeded DrVoice models for the core tests (dims 32, 1-2 layers: milliseconds per step)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core.config import small_config
+from core.model import DrVoiceModel
+from core.sequence import SequenceBuilder
+from core.text_tokenizer import SpecialTokenIds, train_bpe_tokenizer
+
+CORPUS = [
+    "hello there, how can I help you today?",
+    "what is three plus four? three plus four is seven.",
+    "the capital of france is paris.",
+    "the day after monday is tuesday.",
+    "thank you, goodbye!",
+] * 4
+SPEECH_VOCAB = 40
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return train_bpe_tokenizer(CORPUS, vocab_size=400)
+
+
+def make_config(tokenizer, **overrides):
+    ids = SpecialTokenIds.from_tokenizer(tokenizer).to_dict()
+    kwargs = dict(
+        llm_hidden=32,
+        llm_layers=2,
+        llm_heads=2,
+        srh_hidden=32,
+        srh_layers=1,
+        srh_heads=2,
+        encoder_state=32,
+        encoder_layers=1,
+    )
+    kwargs.update(overrides)
+    return small_config(ids, len(tokenizer), SPEECH_VOCAB, **kwargs)
+
+
+def make_model(tokenizer, seed: int = 0, **overrides) -> DrVoiceModel:
+    torch.manual_seed(seed)
+    return DrVoiceModel(make_config(tokenizer, **overrides)).eval()
+
+
+@pytest.fixture
+def tiny_model(tokenizer):
+    return make_model(tokenizer)
+
+
+@pytest.fixture
+def builder(tiny_model, tokenizer):
+    return SequenceBuilder(tiny_model.config, tokenizer)
+
+
+def fake_mels(seconds: float, n_mels: int = 80, seed: int = 0) -> torch.Tensor:
+    """Log-mel-like features (n_mels, 100 fps) for tests that do not need real speech."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n_mels, int(seconds * 100), generator=g) * 0.5

@@ -1,0 +1,108 @@
+import threading
+
+import pytest
+import torch
+
+from core.generate import DrVoiceGenerator, GenResult, LengthBudgetError
+from core.modes import MODE_NAMES
+from core.sampling import SamplingConfig, apply_repetition_penalty, sample_token
+from core.sequence import SequenceBuilder, UserInput
+from tests.core.conftest import fake_mels, make_model
+
+
+def _steps(gen, prompt, mode, sampling, use_cache):
+    return [(s.kind, s.text_token, tuple(s.speech_tokens)) for s in gen.stream(prompt, mode, sampling, use_cache=use_cache)]
+
+
+@pytest.mark.parametrize("user_audio", ["continuous", "discrete"])
+def test_cached_decode_equals_no_cache_reference_in_every_mode(tokenizer, user_audio):
+    """Greedy tokens with KV caches (LLM + SRH) equal a slow decode that re-runs the whole sequence."""
+    model = make_model(tokenizer, seed=3, user_audio=user_audio, speech_delay=1)
+    gen = DrVoiceGenerator(model)
+    b = SequenceBuilder(model.config, tokenizer)
+    user = UserInput(text="what is three plus four?", mels=fake_mels(1.3), speech_tokens=list(range(13)))
+    sampling = SamplingConfig(max_new_steps=24)
+    for mode in MODE_NAMES:
+        prompt = b.prompt(mode, user)
+        fast = _steps(gen, prompt, mode, sampling, True)
+        slow = _steps(gen, prompt, mode, sampling, False)
+        assert fast == slow, mode
+        assert len(fast) >= 1
+        if mode in ("S2M", "T2M"):
+            assert all(kind == "parallel" for kind, _, _ in fast)
+            assert sum(len(c) for _, _, c in fast) > 0  # speech was produced
+        if mode in ("S2T", "T2T"):
+            assert all(kind == "text" and not c for kind, _, c in fast)
+
+
+def test_chain_mode_switches_to_parallel_at_audio_bos(tokenizer):
+    """With the final norm zeroed every text logit is 0, so greedy decoding takes the lowest allowed id:
+    <|audio_bos|> in the chain text phase (im_end is banned there), <|im_end|> in the parallel phase.
+    Text then stays silent (<|sil|>, reported as None) while the SRH speaks until eos or the step limit."""
+    model = make_model(tokenizer, seed=5, user_audio="discrete")
+    ids = model.config.special_token_ids
+    assert ids["im_end"] < ids["audio_bos"] < min(ids["audio"], ids["audio_eos"])
+    with torch.no_grad():
+        model.llm.model.norm.weight.zero_()
+    gen = DrVoiceGenerator(model)
+    prompt = SequenceBuilder(model.config, tokenizer).prompt("SUC", UserInput(speech_tokens=list(range(10))))
+    steps = list(gen.stream(prompt, "SUC", SamplingConfig(max_new_steps=8)))
+    assert steps[0].kind == "text" and steps[0].text_token == ids["audio_bos"]
+    assert [s.kind for s in steps[1:]] == ["parallel"] * (len(steps) - 1)
+    assert steps[1].text_token == ids["im_end"] and steps[1].text_done
+    assert all(s.text_token is None for s in steps[2:])
+    assert sum(len(s.speech_tokens) for s in steps) > 0
+    assert steps[-1].speech_done or len(steps) == 8
+
+
+def test_sampling_is_reproducible_with_a_seed(tokenizer):
+    model = make_model(tokenizer, seed=2, user_audio="discrete")
+    gen = DrVoiceGenerator(model)
+    prompt = SequenceBuilder(model.config, tokenizer).prompt("T2M", UserInput(text="hello"))
+    s = SamplingConfig(temperature=1.0, speech_temperature=1.0, top_p=0.9, top_k=50, repetition_penalty=1.3, seed=7, max_new_steps=12)
+    a = _steps(gen, prompt, "T2M", s, True)
+    b = _steps(gen, prompt, "T2M", s, True)
+    c = _steps(gen, prompt, "T2M", SamplingConfig(**{**s.to_dict(), "seed": 8}), True)
+    assert a == b
+    assert a != c
+
+
+def test_length_budget_is_enforced(tokenizer):
+    model = make_model(tokenizer, user_audio="discrete", max_positions=300)
+    gen = DrVoiceGenerator(model)
+    b = SequenceBuilder(model.config, tokenizer)
+    prompt = b.prompt("T2M", UserInput(text="hello"))
+    assert len(prompt) < 300
+    with pytest.raises(LengthBudgetError, match="budget of 300 positions"):
+        list(gen.stream(prompt, "T2M", SamplingConfig(max_new_steps=1000)))
+    long_prompt = b.prompt("T2T", UserInput(text="hello " * 400))
+    with pytest.raises(LengthBudgetError, match="start a new conversation"):
+        list(gen.stream(long_prompt, "T2T"))
+
+
+def test_cancel_and_max_steps(tokenizer):
+    model = make_model(tokenizer, user_audio="discrete")
+    gen = DrVoiceGenerator(model)
+    prompt = SequenceBuilder(model.config, tokenizer).prompt("T2M", UserInput(text="hello"))
+    res = GenResult()
+    assert len(list(gen.stream(prompt, "T2M", SamplingConfig(max_new_steps=5), result=res))) <= 5
+    assert res.stop_reason in ("max_steps", "end")
+    cancel = threading.Event()
+    cancel.set()
+    res = GenResult()
+    assert list(gen.stream(prompt, "T2M", cancel=cancel, result=res)) == []
+    assert res.stop_reason == "cancelled"
+
+
+def test_sampler_helpers():
+    logits = torch.tensor([1.0, 3.0, 2.0, float("-inf")])
+    assert sample_token(logits, 0.0) == 1
+    g = torch.Generator().manual_seed(0)
+    draws = {sample_token(logits, 1.0, top_k=2, generator=g) for _ in range(50)}
+    assert draws == {1, 2}
+    draws = {sample_token(logits, 1.0, top_p=0.5, generator=g) for _ in range(50)}
+    assert draws == {1}
+    pen = apply_repetition_penalty(torch.tensor([2.0, -2.0, 1.0]), [0, 1, 1], 2.0)
+    assert pen.tolist() == [1.0, -4.0, 1.0]
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingConfig(top_p=0.0)

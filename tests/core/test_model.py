@@ -1,0 +1,86 @@
+import pytest
+import torch
+
+from core.sequence import IGNORE, Sample, SequenceBuilder, UserInput, collate
+from tests.core.conftest import fake_mels, make_model
+
+MODES_SAMPLES = {
+    "S2M": dict(user=UserInput(mels=fake_mels(1.0)), reply_speech=list(range(12))),
+    "S2T": dict(user=UserInput(mels=fake_mels(0.7))),
+    "T2M": dict(user=UserInput(text="hello"), reply_speech=list(range(7))),
+    "T2T": dict(user=UserInput(text="hello")),
+    "STC": dict(user=UserInput(mels=fake_mels(1.0)), reply_speech=list(range(9)), transcript="hi there"),
+    "SAC": dict(user=UserInput(mels=fake_mels(1.0)), reply_speech=list(range(9))),
+    "SUC": dict(user=UserInput(mels=fake_mels(1.0)), reply_speech=list(range(9)), transcript="hi"),
+}
+
+
+def _batch(model, tokenizer, modes=MODES_SAMPLES):
+    b = SequenceBuilder(model.config, tokenizer)
+    exs = [b.example(Sample(mode, reply_text="three plus four is seven.", **kw)) for mode, kw in modes.items()]
+    return collate(exs, tokenizer.pad_token_id, model.config.speech_pad)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"grouping": "mean", "combine": "mean"}, {"speech_delay": 2, "srh_text_condition": True}, {"group_size": 1}],
+)
+def test_forward_all_modes_and_options(tokenizer, overrides):
+    model = make_model(tokenizer, **overrides).train()
+    out = model(_batch(model, tokenizer))
+    assert torch.isfinite(out.loss) and out.text_tokens > 0 and out.speech_tokens > 0
+    torch.testing.assert_close(out.loss, out.text_loss + out.speech_loss)
+    out.loss.backward()
+    assert model.srh.head.weight.grad.abs().sum() > 0
+    assert model.speech_grouping.proj.weight.grad.abs().sum() > 0
+    assert model.encoder.adapter[0].weight.grad.abs().sum() > 0
+    assert model.encoder.whisper.conv1.weight.grad.abs().sum() > 0
+
+
+def test_loss_weights_lambda_mu(tokenizer):
+    model = make_model(tokenizer, text_loss_weight=0.3, speech_loss_weight=2.0)
+    out = model(_batch(model, tokenizer))
+    torch.testing.assert_close(out.loss, 0.3 * out.text_loss + 2.0 * out.speech_loss)
+
+
+def test_loss_is_on_assistant_positions_only(tokenizer):
+    """Changing the prompt's text targets region (which carries IGNORE) cannot change the loss, and the
+    loss equals a hand-assembled cross-entropy over the assistant targets."""
+    model = make_model(tokenizer)
+    batch = _batch(model, tokenizer, {"T2T": MODES_SAMPLES["T2T"]})
+    out = model(batch)
+    targets = batch.text_targets[0]
+    first = int((targets != IGNORE).nonzero()[0])
+    assert (targets[:first] == IGNORE).all()
+    emb = model.embed_inputs(batch.input_ids, batch.speech_inputs, batch.speech_input_mask, batch.mels)
+    logits = model.llm(inputs_embeds=emb).logits[0]
+    mask = targets != IGNORE
+    ref = torch.nn.functional.cross_entropy(logits[mask], targets[mask])
+    torch.testing.assert_close(out.text_loss, ref, atol=1e-5, rtol=1e-5)
+    assert out.speech_tokens == 0
+
+
+def test_sequence_logprobs_match_losses(tokenizer):
+    model = make_model(tokenizer)
+    batch = _batch(model, tokenizer, {"T2M": MODES_SAMPLES["T2M"]})
+    out, lp = model(batch), model.sequence_logprobs(batch)
+    torch.testing.assert_close(-lp.text[0] / lp.text_count[0], out.text_loss, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(-lp.speech[0] / lp.speech_count[0], out.speech_loss, atol=1e-5, rtol=1e-5)
+    assert int(lp.speech_count[0]) == 8  # 7 codes + eos (pad is not scored)
+
+
+def test_batch_padding_does_not_change_per_sample_logprobs(tokenizer):
+    model = make_model(tokenizer)
+    full = model.sequence_logprobs(_batch(model, tokenizer))
+    for i, mode in enumerate(MODES_SAMPLES):
+        alone = model.sequence_logprobs(_batch(model, tokenizer, {mode: MODES_SAMPLES[mode]}))
+        torch.testing.assert_close(full.total[i], alone.total[0], atol=1e-4, rtol=1e-5)
+
+
+def test_discrete_user_audio(tokenizer):
+    model = make_model(tokenizer, user_audio="discrete")
+    assert model.encoder is None
+    b = SequenceBuilder(model.config, tokenizer)
+    ex = b.example(Sample("S2M", UserInput(speech_tokens=list(range(11))), "ok", list(range(6))))
+    out = model(collate([ex], tokenizer.pad_token_id, model.config.speech_pad))
+    assert torch.isfinite(out.loss)
