@@ -60,3 +60,32 @@ def fake_mels(seconds: float, n_mels: int = 80, seed: int = 0) -> torch.Tensor:
     """Log-mel-like features (n_mels, 100 fps) for tests that do not need real speech."""
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n_mels, int(seconds * 100), generator=g) * 0.5
+
+
+def flite_speech(text: str, voice: str = "slt"):
+    """flite rendering as a Waveform; skips the test with a reason when flite is not installed."""
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    import soundfile as sf
+
+    from core.types import Waveform
+
+    if not shutil.which("flite"):
+        pytest.skip("Debian flite is not installed (.ci/run installs it)")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "speech.wav"
+        subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(path)], check=True)
+        samples, rate = sf.read(path, dtype="float32")
+    return Waveform(samples, rate)
+
+
+@pytest.fixture(scope="session")
+def tiny_codec():
+    """A units codec with 40 units fitted on a few seconds of flite speech (lookup decoding only)."""
+    from core.codec.units import UnitsCodec
+
+    waves = [flite_speech(s) for s in CORPUS[:5]]
+    return UnitsCodec.fit(waves, SPEECH_VOCAB, kmeans_iters=10)

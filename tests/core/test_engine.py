@@ -1,0 +1,137 @@
+import threading
+
+import numpy as np
+import pytest
+
+from core.audio import AudioInputError, load_audio
+from core.checkpoint import save_pretrained
+from core.engine import ChatRequest, Exchange, InputError, VoiceChatEngine
+from core.generate import LengthBudgetError
+from core.modes import MODE_NAMES
+from core.sampling import SamplingConfig
+from core.types import AudioChunk, Done, PhaseStart, TextDelta
+from tests.core.conftest import flite_speech, make_model
+
+
+QUESTION = "what is three plus four"
+REPLY = "three plus four is seven."
+
+
+@pytest.fixture(scope="module")
+def question():
+    return flite_speech(QUESTION + "?", voice="kal")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tokenizer, tiny_codec, question):
+    """A tiny checkpoint overfitted on one spoken question in all seven modes, saved and reloaded.
+
+    Returns (engine, reply speech tokens)."""
+    import torch
+
+    from core.encoder import log_mel
+    from core.sequence import Sample, SequenceBuilder, UserInput, collate
+
+    model = make_model(tokenizer, seed=7, llm_hidden=48, srh_hidden=48)
+    reply_tokens = tiny_codec.encode(flite_speech(REPLY)).tolist()
+    user = UserInput(text=QUESTION + "?", mels=log_mel(load_audio(question), 80))
+    b = SequenceBuilder(model.config, tokenizer)
+    examples = [b.example(Sample(m, user, REPLY, reply_tokens, transcript=QUESTION + "?")) for m in MODE_NAMES]
+    batch = collate(examples, tokenizer.pad_token_id, model.config.speech_pad)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    model.train()
+    for _ in range(250):
+        loss = model(batch).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05
+    out = save_pretrained(tmp_path_factory.mktemp("ckpt") / "tiny", model.eval(), tokenizer, codec=tiny_codec)
+    return VoiceChatEngine.from_pretrained(out), reply_tokens
+
+
+@pytest.fixture
+def engine(trained):
+    return trained[0]
+
+
+def _run(engine, request):
+    events = list(engine.stream(request))
+    assert isinstance(events[-1], Done)
+    assert sum(isinstance(e, Done) for e in events) == 1
+    return events, events[-1]
+
+
+@pytest.mark.parametrize("mode", MODE_NAMES)
+def test_every_mode_streams_typed_events(trained, question, mode):
+    """The overfitted checkpoint answers in every mode; text, phases, audio and tokens all line up."""
+    engine, reply_tokens = trained
+    events, done = _run(engine, ChatRequest(mode, text=QUESTION + "?", audio=question))
+    assert done.reply_text == REPLY and done.stop_reason == "end"
+    reply = "".join(e.text for e in events if isinstance(e, TextDelta) and e.phase == "reply")
+    assert reply.strip() == done.reply_text
+    chunks = [e for e in events if isinstance(e, AudioChunk)]
+    speaks = mode not in ("S2T", "T2T")
+    if speaks:
+        assert done.speech_tokens == reply_tokens
+        audio = np.concatenate([c.samples for c in chunks])
+        # every generated 25 Hz token becomes 40 ms of audio
+        assert len(audio) == len(done.speech_tokens) * engine.codec.samples_per_token
+        assert [c.index for c in chunks] == list(range(len(chunks)))
+        assert done.timings.time_to_first_audio is not None and done.timings.real_time_factor > 0
+    else:
+        assert not chunks and not done.speech_tokens and done.sample_rate == 0
+    phases = [e.phase for e in events if isinstance(e, PhaseStart)]
+    expected = {"STC": ["transcript", "draft", "reply"], "SAC": ["draft", "reply"], "SUC": ["transcript", "reply"]}
+    assert phases == expected.get(mode, ["reply"])
+    assert done.transcript == (QUESTION + "?" if mode in ("STC", "SUC") else "")
+    assert done.draft == (REPLY if mode in ("STC", "SAC") else "")
+    assert done.timings.time_to_first_text is not None
+
+
+def test_chain_phase_deltas_add_up(engine, question):
+    events, done = _run(engine, ChatRequest("STC", audio=question))
+    transcript = "".join(e.text for e in events if isinstance(e, TextDelta) and e.phase == "transcript")
+    draft = "".join(e.text for e in events if isinstance(e, TextDelta) and e.phase == "draft")
+    assert transcript.strip() == done.transcript and draft.strip() == done.draft
+
+
+def test_history_is_part_of_the_prompt(engine, question):
+    plain = engine.build_prompt(ChatRequest("T2T", text="and five?"))
+    history = [Exchange(user_text="what is three plus four?", assistant_text="seven."), Exchange(user_audio=question, assistant_text="ok")]
+    with_history = engine.build_prompt(ChatRequest("T2T", text="and five?", history=history))
+    seven = engine.tokenizer.encode("seven.", add_special_tokens=False)
+    ids = with_history.input_ids.tolist()
+    assert len(with_history) > len(plain) + len(seven)
+    assert any(ids[i : i + len(seven)] == seven for i in range(len(ids)))
+    assert (with_history.input_ids == engine.config.special_token_ids["audio"]).sum() > 0  # the spoken turn
+    assert len(with_history.mels) == 1
+
+
+def test_cancel_stops_generation(engine):
+    cancel = threading.Event()
+    events = []
+    for e in engine.stream(ChatRequest("T2M", text="hello", sampling=SamplingConfig(max_new_steps=200)), cancel=cancel):
+        events.append(e)
+        if isinstance(e, (TextDelta, AudioChunk)):
+            cancel.set()
+    assert events[-1].stop_reason == "cancelled"
+    assert events[-1].timings.llm_steps <= 3
+
+
+def test_bad_requests_have_readable_errors(engine, tmp_path):
+    with pytest.raises(InputError, match="record or upload"):
+        list(engine.stream(ChatRequest("S2M")))
+    with pytest.raises(InputError, match="type a message"):
+        list(engine.stream(ChatRequest("T2T", text="   ")))
+    with pytest.raises(InputError, match="characters long"):
+        list(engine.stream(ChatRequest("T2T", text="a" * 5000)))
+    with pytest.raises(AudioInputError):
+        list(engine.stream(ChatRequest("S2T", audio=(16000, np.zeros(16000, dtype=np.int16)))))
+    with pytest.raises(ValueError, match="unknown mode"):
+        list(engine.stream(ChatRequest("XYZ", text="hi")))
+    with pytest.raises(LengthBudgetError):
+        list(engine.stream(ChatRequest("T2T", text="hello " * 1900, max_text_chars=20000)))
+    # the engine keeps working after errors
+    _, done = _run(engine, ChatRequest("T2T", text="hello", sampling=SamplingConfig(max_new_steps=3)))
+    assert done.timings is not None
