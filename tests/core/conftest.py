@@ -25,7 +25,7 @@ def tokenizer():
     return train_bpe_tokenizer(CORPUS, vocab_size=400)
 
 
-def make_config(tokenizer, **overrides):
+def make_config(tokenizer, speech_vocab: int = SPEECH_VOCAB, **overrides):
     ids = SpecialTokenIds.from_tokenizer(tokenizer).to_dict()
     kwargs = dict(
         llm_hidden=32,
@@ -38,12 +38,12 @@ def make_config(tokenizer, **overrides):
         encoder_layers=1,
     )
     kwargs.update(overrides)
-    return small_config(ids, len(tokenizer), SPEECH_VOCAB, **kwargs)
+    return small_config(ids, len(tokenizer), speech_vocab, **kwargs)
 
 
-def make_model(tokenizer, seed: int = 0, **overrides) -> DrVoiceModel:
+def make_model(tokenizer, seed: int = 0, speech_vocab: int = SPEECH_VOCAB, **overrides) -> DrVoiceModel:
     torch.manual_seed(seed)
-    return DrVoiceModel(make_config(tokenizer, **overrides)).eval()
+    return DrVoiceModel(make_config(tokenizer, speech_vocab, **overrides)).eval()
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""Training recipes, one file per workflow (setup / train / save), each a command with --help."""
