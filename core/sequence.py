@@ -64,6 +64,9 @@ class Sample:
     draft: str | None = None  # chain text response (STC/SAC); defaults to reply_text
     history: list[HistoryTurn] = field(default_factory=list)
     system_prompt: str | None = None  # overrides the mode's Table 5 prompt
+    # Exact token ids of a generated reply (GSPO scores what was sampled, not a re-tokenisation):
+    reply_ids: list[int] | None = None  # reply text ids without <|im_end|>; replaces encoding reply_text
+    chain_ids: list[int] | None = None  # chain-phase ids before <|audio_bos|>; replaces transcript + draft
 
 
 @dataclass
@@ -185,7 +188,7 @@ class SequenceBuilder:
         """A teacher-forced training example of `sample` (targets on the assistant turn only)."""
         mode = get_mode(sample.mode)
         rows = self._prompt_rows(mode, sample.user, sample.history, sample.system_prompt)
-        reply = self.encode_text(sample.reply_text)
+        reply = self.encode_text(sample.reply_text) if sample.reply_ids is None else list(sample.reply_ids)
         ids = self.ids
         if not mode.speech_output:
             # text-only reply: each position predicts the next token
@@ -195,12 +198,15 @@ class SequenceBuilder:
             rows.drop_last()  # <|im_end|> is predicted, never fed
             return rows.build()
         if mode.is_chain:
-            draft = sample.reply_text if sample.draft is None else sample.draft
-            phase = self.encode_text(chain_text(mode, sample.transcript, draft))
+            if sample.chain_ids is not None:
+                phase = list(sample.chain_ids)
+            else:
+                draft = sample.reply_text if sample.draft is None else sample.draft
+                phase = self.encode_text(chain_text(mode, sample.transcript, draft))
             for tok in [*phase, ids["audio_bos"]]:
                 rows.target_last(tok)
                 rows.add(tok)
-        if not sample.reply_speech:
+        if not sample.reply_speech and sample.reply_ids is None:  # a generated reply may end speech at once
             raise ValueError(f"mode {mode.name} needs the reply's speech tokens")
         # parallel phase: speech + eos, grouped; text + <|im_end|>, then <|sil|>
         groups = group_tokens([*sample.reply_speech, self.config.speech_eos], self.k, self.pad)  # (G, k)

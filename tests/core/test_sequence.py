@@ -116,3 +116,28 @@ def test_collate_pads_right(tokenizer):
     assert batch.attention_mask[0].sum() == len(e1) and batch.attention_mask[1].sum() == len(e2)
     assert (batch.text_targets[0, len(e1) :] == IGNORE).all()
     assert torch.equal(batch.speech_targets[1, : len(e2)], e2.speech_targets)
+
+
+def test_generated_ids_are_laid_out_verbatim(tokenizer):
+    """reply_ids / chain_ids replace re-encoding the texts: a reply generated character by character
+    keeps its ids even though encoding its decoded text gives other (merged) tokens. A generated
+    speech stream may be empty (eos first): one group [eos, pad, ...]."""
+    cfg = make_config(tokenizer, group_size=2, user_audio="discrete")
+    b = SequenceBuilder(cfg, tokenizer)
+    ids = cfg.special_token_ids
+    chars = [tokenizer.convert_tokens_to_ids(c) for c in "paris"]
+    assert chars != tokenizer.encode("paris", add_special_tokens=False)
+    ex = b.example(Sample("T2T", UserInput(text="hi"), "ignored", reply_ids=chars))
+    assert ex.text_targets[ex.text_targets != IGNORE].tolist() == chars + [ids["im_end"]]
+
+    chain = [chars[0], chars[1]]
+    s = Sample("SAC", UserInput(speech_tokens=[1, 2]), "ignored", [5, 6, 7], reply_ids=chars, chain_ids=chain)
+    targets = b.example(s).text_targets
+    targets = targets[targets != IGNORE].tolist()
+    assert targets[:3] == chain + [ids["audio_bos"]]
+    assert targets[3:9] == chars + [ids["im_end"]]
+
+    ex = b.example(Sample("T2M", UserInput(text="hi"), "", [], reply_ids=chars[:1]))
+    groups = ex.speech_targets[ex.speech_targets[:, 0] != IGNORE].tolist()
+    assert groups == [[cfg.speech_eos, cfg.speech_pad]]
+    assert ex.text_targets[ex.text_targets != IGNORE].tolist() == chars[:1] + [ids["im_end"]]

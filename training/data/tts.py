@@ -1,0 +1,142 @@
+"""Text-to-speech voices of the synthetic corpus: Debian's flite and espeak-ng, called as programs.
+
+User questions are spoken by several voices (flite's diphone and clustergen voices, espeak-ng
+variants), each with a per-utterance speaking-rate and pitch perturbation; the assistant always
+speaks with one fixed voice, flite `slt` with its default settings (the embedded units codec is
+fitted to that one voice, DESIGN.md §5). Every rendering is returned as 16 kHz mono float32.
+
+Text goes through `spoken_form` first, so names are said the way the evaluation's recogniser
+transcribes them ("DrVoice" -> "Doctor Voice"); numbers are already words in the corpus.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.types import Waveform
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000  # Hz of every corpus file (the model's audio rate)
+SPOKEN_ALIASES = {"DrVoice": "Doctor Voice"}  # written form -> what the voice says
+
+
+@dataclass(frozen=True)
+class Voice:
+    """One TTS voice and the range of its per-utterance perturbation."""
+
+    name: str  # corpus name, e.g. "flite-kal16" or "espeak-en+m3"
+    engine: str  # "flite" or "espeak-ng"
+    voice: str  # the engine's voice id ("kal16", "en+m3")
+    base_pitch: float | None = None  # flite: the voice's mean F0 in Hz (None: pitch cannot be moved)
+    vary: bool = True  # False: always the engine's defaults (the assistant voice)
+
+
+@dataclass(frozen=True)
+class Prosody:
+    """Perturbation of one utterance: 1.0 / 1.0 is the voice's default."""
+
+    rate: float = 1.0  # speaking-rate factor (> 1 = faster)
+    pitch: float = 1.0  # pitch factor (> 1 = higher)
+
+
+USER_VOICES: tuple[Voice, ...] = (
+    # flite: diphone kal (8 kHz and 16 kHz) and clustergen awb, rms; mean F0 measured on a question
+    Voice("flite-kal", "flite", "kal", base_pitch=92.0),
+    Voice("flite-kal16", "flite", "kal16", base_pitch=92.0),
+    Voice("flite-awb", "flite", "awb", base_pitch=128.0),
+    Voice("flite-rms", "flite", "rms", base_pitch=None),  # rms ignores int_f0_target_mean
+    # espeak-ng: accents and variant voices (+m = male, +f = female variants)
+    Voice("espeak-en-us", "espeak-ng", "en-us"),
+    Voice("espeak-en+m3", "espeak-ng", "en+m3"),
+    Voice("espeak-en+f2", "espeak-ng", "en+f2"),
+    Voice("espeak-en-gb-scotland", "espeak-ng", "en-gb-scotland"),
+    Voice("espeak-en-029", "espeak-ng", "en-029"),
+    Voice("espeak-en-us+f4", "espeak-ng", "en-us+f4"),
+)
+ASSISTANT_VOICE = Voice("flite-slt", "flite", "slt", vary=False)
+VOICES = {v.name: v for v in (*USER_VOICES, ASSISTANT_VOICE)}
+
+ESPEAK_DEFAULT_WPM = 175  # espeak-ng's default speaking rate (words per minute)
+ESPEAK_DEFAULT_PITCH = 50  # espeak-ng's default pitch (0..99)
+
+
+class TTSError(RuntimeError):
+    """A TTS program is missing or failed; the message names the program and how to install it."""
+
+
+def spoken_form(text: str) -> str:
+    """The text as the voices should say it (names spelled the way they are pronounced)."""
+    for written, spoken in SPOKEN_ALIASES.items():
+        text = re.sub(rf"\b{re.escape(written)}\b", spoken, text)
+    return text
+
+
+def engine_command(voice: Voice, text: str, out_path: str, prosody: Prosody) -> list[str]:
+    """The command line that renders `text` to the WAV file `out_path`."""
+    if voice.engine == "flite":
+        cmd = ["flite", "-voice", voice.voice]
+        if voice.vary:
+            cmd += ["--setf", f"duration_stretch={1.0 / prosody.rate:.3f}"]
+            if voice.base_pitch is not None:
+                cmd += ["--setf", f"int_f0_target_mean={voice.base_pitch * prosody.pitch:.1f}"]
+        return [*cmd, "-t", text, "-o", out_path]
+    if voice.engine == "espeak-ng":
+        cmd = ["espeak-ng", "-v", voice.voice]
+        if voice.vary:
+            pitch = int(round(min(99, max(0, ESPEAK_DEFAULT_PITCH * prosody.pitch))))
+            cmd += ["-s", str(int(round(ESPEAK_DEFAULT_WPM * prosody.rate))), "-p", str(pitch)]
+        return [*cmd, "-w", out_path, text]
+    raise ValueError(f"unknown TTS engine {voice.engine!r}")
+
+
+def available_engines() -> dict[str, bool]:
+    """Which TTS programs are on PATH."""
+    return {name: shutil.which(name) is not None for name in ("flite", "espeak-ng")}
+
+
+def synthesize(text: str, voice: Voice | str, prosody: Prosody = Prosody()) -> Waveform:
+    """Renders `text` with a voice; returns 16 kHz mono float32.
+
+    Args:
+        text: the written text (passed through `spoken_form`).
+        voice: a `Voice` or its name (see `VOICES`).
+        prosody: rate/pitch perturbation (ignored by voices with `vary=False`).
+
+    Raises:
+        TTSError: the program is not installed or failed.
+    """
+    import soundfile as sf
+
+    from core.audio import resample
+
+    voice = VOICES[voice] if isinstance(voice, str) else voice
+    if shutil.which(voice.engine) is None:
+        raise TTSError(f"{voice.engine} is not installed (apt-get install {voice.engine})")
+    with tempfile.TemporaryDirectory(prefix="drvoice-tts-") as tmp:
+        out = str(Path(tmp) / "out.wav")
+        cmd = engine_command(voice, spoken_form(text), out, prosody)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0 or not Path(out).exists():
+            raise TTSError(f"{' '.join(cmd[:3])} failed ({proc.returncode}): {proc.stderr.strip()[:300]}")
+        samples, sample_rate = sf.read(out, dtype="float32", always_2d=True)
+    samples = samples.mean(axis=1)  # (num_samples,) mono
+    if sample_rate != SAMPLE_RATE:
+        samples = resample(samples, sample_rate, SAMPLE_RATE)
+    return Waveform(np.ascontiguousarray(samples, dtype=np.float32), SAMPLE_RATE)
+
+
+def speak_assistant(text: str) -> Waveform:
+    """`text` in the assistant's one fixed voice (flite `slt`, default settings), 16 kHz mono.
+
+    The corpus's reply audio and the evaluation's reference renderings both come from here.
+    """
+    return synthesize(text, ASSISTANT_VOICE)

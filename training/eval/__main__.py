@@ -1,0 +1,95 @@
+"""Evaluate a DrVoice checkpoint on a spoken-QA manifest, per interaction mode (paper Table 4).
+
+    python -m training.eval --checkpoint DIR --manifest FILE [--modes S2M,T2T] [--json] [--table]
+        [--out items.jsonl] [--limit N]
+
+Prints the markdown table (rows = modes, Table 4 shape) by default; with --json, exactly one JSON
+object on stdout instead (plus the table under "table" when --table is given too). Progress and
+logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from training.eval.harness import (
+    ALL_MODES,
+    Evaluator,
+    evaluate,
+    format_table,
+    read_eval_manifest,
+    write_results,
+)
+
+
+def parse_modes(values: Sequence[str]) -> list[str]:
+    """ "S2M,T2T" / "S2M T2T" / "all" -> mode names (upper case, in the given order, no repeats)."""
+    modes: list[str] = []
+    for value in values:
+        for name in value.replace(",", " ").split():
+            names = ALL_MODES if name.lower() == "all" else (name.upper(),)
+            modes.extend(n for n in names if n not in modes)
+    return modes
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m training.eval", description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="checkpoint directory (or hub id)")
+    parser.add_argument("--manifest", required=True, help="JSONL with id, audio, text, answers, category")
+    parser.add_argument("--modes", nargs="+", default=["all"], help="e.g. S2M,S2T,T2T or all (default)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--table", action="store_true", help="print the markdown table (also inside --json)")
+    parser.add_argument("--out", help="write per-item results (JSONL) here")
+    parser.add_argument("--limit", type=int, help="only the first N manifest items")
+    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--max-new-steps", type=int, default=600, help="LLM steps per reply (5 Hz)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="text temperature (0 = greedy)")
+    parser.add_argument(
+        "--speech-temperature", type=float, default=0.0, help="speech temperature (0 = greedy)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (when sampling)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    import torch
+
+    from core.engine import VoiceChatEngine
+    from core.sampling import SamplingConfig
+
+    torch.set_num_threads(args.threads)
+    modes = parse_modes(args.modes)
+    try:
+        sampling = SamplingConfig(
+            temperature=args.temperature,
+            speech_temperature=args.speech_temperature,
+            seed=args.seed,
+            max_new_steps=args.max_new_steps,
+        )
+        items = read_eval_manifest(args.manifest, args.limit)
+    except (ValueError, OSError) as exc:
+        parser.error(str(exc))
+    engine = VoiceChatEngine.from_pretrained(args.checkpoint, device=args.device)
+    try:
+        run = evaluate(Evaluator(engine, sampling), items, modes, progress=not args.quiet)
+    except ValueError as exc:
+        parser.error(str(exc))
+    report = {"checkpoint": str(args.checkpoint), "manifest": str(args.manifest), **run.report}
+    if args.out:
+        write_results(run.results, args.out)
+    if args.json:
+        if args.table:
+            report["table"] = format_table(run.report)
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    else:
+        sys.stdout.write(format_table(run.report) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()
