@@ -78,20 +78,24 @@ def save_pretrained(
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    # tied weights (embed_tokens / lm_head) share storage; safetensors stores each name once
-    seen: dict[int, str] = {}
+    # tied weights (embed_tokens / lm_head) are the same tensor; safetensors stores each name once.
+    # Compare the tensors' own memory (address + shape), not their storage: DeepSpeed ZeRO flattens
+    # all parameters into one buffer, so distinct weights share a storage there.
+    seen: dict[tuple, str] = {}
     unique = {}
     for name, tensor in state.items():
-        ptr = tensor.untyped_storage().data_ptr()
-        if ptr in seen and model.llm.config.tie_word_embeddings:
+        key = (tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()))
+        if key in seen and model.llm.config.tie_word_embeddings:
             continue
-        seen[ptr] = name
+        seen[key] = name
         unique[name] = tensor.clone()
     save_file(unique, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
     config = model.config
     if codec is not None:
         codec.save(out / "codec")
-        config = DrVoiceConfig.from_dict({**config.to_dict(), "codec": {"type": "units", "path": "codec"}})
+        # codecs referenced by hub ids / paths (S3 + CosyVoice2) describe themselves in `spec`
+        spec = getattr(codec, "spec", None) or {"type": "units", "path": "codec"}
+        config = DrVoiceConfig.from_dict({**config.to_dict(), "codec": spec})
     elif config.codec.get("type") == "units":
         config = DrVoiceConfig.from_dict({**config.to_dict(), "codec": {"type": "none"}})
     tokenizer.save_pretrained(str(out))
@@ -193,6 +197,6 @@ def from_pretrained(
         model.llm.tie_weights()
     model.to(device=device, dtype=dtype).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(directory))
-    codec = build_codec(config.codec, directory) if load_codec else None
+    codec = build_codec(config.codec, directory, device=device) if load_codec else None
     checkpoint_id = str(path_or_id) if not Path(path_or_id).expanduser().is_dir() else directory.resolve().name
     return Checkpoint(model, tokenizer, codec, directory, checkpoint_id, meta.get("extra", {}))

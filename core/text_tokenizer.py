@@ -34,6 +34,7 @@ class SpecialTokenIds:
     @classmethod
     def from_tokenizer(cls, tokenizer: PreTrainedTokenizerBase) -> SpecialTokenIds:
         ids = {}
+        vocab = tokenizer.get_vocab()
         for name, tok in (
             ("im_start", IM_START),
             ("im_end", IM_END),
@@ -43,8 +44,9 @@ class SpecialTokenIds:
             ("audio_eos", AUDIO_EOS),
             ("audio", AUDIO),
         ):
-            tid = tokenizer.convert_tokens_to_ids(tok)
-            if tid is None or tid == tokenizer.unk_token_id:
+            # membership, not "id != unk": Qwen2Tokenizer's default unk token is <|endoftext|> itself
+            tid = vocab.get(tok)
+            if tid is None:
                 raise ValueError(f"tokenizer lacks the special token {tok}; call add_drvoice_tokens first")
             ids[name] = int(tid)
         newline = tokenizer.encode("\n", add_special_tokens=False)

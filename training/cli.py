@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import types
 import typing
 from pathlib import Path
@@ -59,6 +60,8 @@ def parse_config(cls: type[T], argv: list[str] | None = None, description: str =
     hints = typing.get_type_hints(cls)
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML file whose keys are the fields below")
+    # the `deepspeed` launcher (and torch.distributed.launch) append --local_rank=N; LOCAL_RANK holds it too
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         parser.add_argument(
@@ -68,6 +71,9 @@ def parse_config(cls: type[T], argv: list[str] | None = None, description: str =
             help=f"{f.metadata.get('help', '')} (default: {default!r})".replace("%", "%%"),
         )
     ns = vars(parser.parse_args(argv))
+    local_rank = ns.pop("local_rank", None)
+    if local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", str(local_rank))
     values: dict[str, Any] = {}
     if ns.get("config"):
         data = yaml.safe_load(Path(ns.pop("config")).read_text()) or {}

@@ -6,7 +6,7 @@ DeepSpeed ZeRO-2 (`deepspeed` or `torchrun`/`accelerate` launchers with a DeepSp
 Training state (`<output_dir>/state/step-<N>/`, written by rank 0 except DeepSpeed's shards):
     model.safetensors   trainable weights
     optimizer.pt        optimizer state (plain path; loaded with weights_only=True)
-    deepspeed/          DeepSpeed checkpoint (DeepSpeed path)
+    deepspeed/engine/   DeepSpeed checkpoint: module states + one optimizer shard per rank (DeepSpeed path)
     scheduler.pt        LR scheduler state (weights_only=True)
     rng.pt              torch CPU/CUDA RNG states (weights_only=True)
     trainer.json        step, data position, python RNG, recipe extras
@@ -29,6 +29,8 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
 log = logging.getLogger(__name__)
+
+DEEPSPEED_TAG = "engine"  # DeepSpeed's checkpoint tag inside a state's deepspeed/ folder
 
 
 @dataclass
@@ -149,12 +151,7 @@ class Trainer:
         if deepspeed_config is not None:
             import deepspeed
 
-            cfg = dict(deepspeed_config)
-            cfg.setdefault("train_micro_batch_size_per_gpu", 1)
-            cfg.setdefault("gradient_accumulation_steps", 1)
-            cfg["gradient_clipping"] = grad_clip
-            if precision == "bf16" and runtime.device.type == "cuda":
-                cfg["bf16"] = {"enabled": True}
+            cfg = resolve_deepspeed_config(deepspeed_config, runtime, grad_clip, precision)
             self.ds, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=cfg)
             self.model = self.ds
         else:
@@ -192,7 +189,7 @@ class Trainer:
             path.mkdir(parents=True, exist_ok=True)
         self.runtime.barrier()
         if self.ds is not None:
-            self.ds.save_checkpoint(str(path / "deepspeed"), tag="latest")
+            self.ds.save_checkpoint(str(path / "deepspeed"), tag=DEEPSPEED_TAG, save_latest=False)
         if self.runtime.is_main:
             weights = {k: v.detach().cpu().contiguous().clone() for k, v in self.module.state_dict().items()}
             _save_unique(weights, path / "model.safetensors")
@@ -219,7 +216,7 @@ class Trainer:
         if set(missing) - tied or unexpected:
             raise RuntimeError(f"training state does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
         if self.ds is not None:
-            self.ds.load_checkpoint(str(path / "deepspeed"), tag="latest")
+            self.ds.load_checkpoint(str(path / "deepspeed"), tag=DEEPSPEED_TAG)
         else:
             self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
         self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
@@ -239,7 +236,43 @@ def latest_state(output_dir: Path) -> Path | None:
     return states[-1] if states else None
 
 
+def deepspeed_config_path(path: str | None) -> str | None:
+    """The recipe's --deepspeed file, else the one `accelerate launch --use_deepspeed
+    --deepspeed_config_file F` hands its processes (ACCELERATE_DEEPSPEED_CONFIG_FILE), else None."""
+    if path:
+        return path
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        return os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE") or None
+    return None
+
+
 def load_deepspeed_config(path: str | None) -> dict | None:
+    path = deepspeed_config_path(path)
     if not path:
         return None
     return json.loads(Path(path).read_text())
+
+
+def resolve_deepspeed_config(config: dict, runtime: Runtime, grad_clip: float, precision: str) -> dict:
+    """The DeepSpeed config the engine gets: the recipe owns batching, clipping and precision.
+
+    - one micro-batch per optimiser step, no accumulation (`train_micro_batch_size_per_gpu` = 1,
+      `gradient_accumulation_steps` = 1, `train_batch_size` dropped): the recipe's batches are
+      token-bucketed (`max_tokens` per process), so DeepSpeed's batch sizes are bookkeeping only,
+      and the LR scheduler steps once per `Trainer.step`;
+    - `gradient_clipping` = the recipe's `grad_clip` (the file's value, "auto" or not, is replaced);
+    - `bf16.enabled` is on only for `precision="bf16"` on a GPU: "auto" or true on a CPU turns it off
+      (CPUs train in fp32, DESIGN.md §8); `fp16` "auto" is off;
+    - `zero_allow_untested_optimizer`: the recipe passes its own torch AdamW to ZeRO.
+    """
+    cfg = json.loads(json.dumps(config))  # deep copy
+    cfg["train_micro_batch_size_per_gpu"] = 1
+    cfg["gradient_accumulation_steps"] = 1
+    cfg.pop("train_batch_size", None)
+    cfg["gradient_clipping"] = float(grad_clip)
+    bf16 = precision == "bf16" and runtime.device.type == "cuda"
+    cfg["bf16"] = {**cfg.get("bf16", {}), "enabled": bf16}
+    if cfg.get("fp16", {}).get("enabled") == "auto":
+        cfg["fp16"]["enabled"] = False
+    cfg.setdefault("zero_allow_untested_optimizer", True)
+    return cfg

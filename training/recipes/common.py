@@ -15,10 +15,22 @@ from tqdm import tqdm
 
 from core.checkpoint import Checkpoint, from_pretrained, save_pretrained
 from core.sequence import Batch, SequenceBuilder
-from training.data import CoMMixingConfig, ExampleCollator, LengthBucketSampler, MelCache, SpeechTextDataset
-from training.data import read_manifest
+from training.data import (
+    CoMMixingConfig,
+    LengthBucketSampler,
+    MelCache,
+    SpeechTextDataset,
+    read_manifest,
+)
 from training.metrics import MetricsLogger
-from training.runtime import Runtime, Trainer, latest_state, load_deepspeed_config, setup_runtime
+from training.runtime import (
+    Runtime,
+    Trainer,
+    deepspeed_config_path,
+    latest_state,
+    load_deepspeed_config,
+    setup_runtime,
+)
 from training.schedule import build_scheduler
 
 log = logging.getLogger(__name__)
@@ -116,11 +128,13 @@ def train_loop(
             grad_norm = trainer.step(values["loss"])
             step += 1
             bar.update(1)
-            if metrics is not None and (step % settings.log_every == 0 or step == settings.max_steps):
+            if step % settings.log_every == 0 or step == settings.max_steps:
+                # every rank joins the all-reduce (a collective on rank 0 alone would hang)
                 scalars = {k: runtime.all_reduce_mean(float(v.detach())) for k, v in values.items()}
-                scalars.update(lr=trainer.lr, grad_norm=grad_norm, elapsed_s=time.perf_counter() - start)
-                metrics.log(step, **scalars)
-                bar.set_postfix(loss=f"{scalars['loss']:.4f}")
+                if metrics is not None:
+                    scalars.update(lr=trainer.lr, grad_norm=grad_norm, elapsed_s=time.perf_counter() - start)
+                    metrics.log(step, **scalars)
+                    bar.set_postfix(loss=f"{scalars['loss']:.4f}")
             if evaluate is not None and eval_every and step % eval_every == 0 and metrics is not None:
                 metrics.log(step, **{f"val_{k}": v for k, v in evaluate().items()})
             if step % settings.save_every == 0 or step == settings.max_steps:
@@ -167,6 +181,6 @@ def make_trainer(
 
 
 def make_runtime(device: str, deepspeed: str | None, seed: int) -> Runtime:
-    runtime = setup_runtime(device, use_deepspeed=bool(deepspeed))
+    runtime = setup_runtime(device, use_deepspeed=bool(deepspeed_config_path(deepspeed)))
     torch.manual_seed(seed)
     return runtime

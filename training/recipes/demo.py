@@ -1,0 +1,262 @@
+"""Builds the embedded demo checkpoint from the synthetic spoken-QA corpus with the project's recipes.
+
+    python -m training.data.synth --out data/corpus --size full        # the corpus (~6 min)
+    python -m training.recipes.demo --corpus data/corpus --work_dir runs/demo --out checkpoints/demo
+
+Stages (each skipped when its output exists, so an interrupted build continues):
+  1. prepare   text tokenizer (byte-level BPE on the corpus), a random tiny Qwen2 LLM, the units
+               codec fitted on the assistant voice (train split), reply tokens + user log-mels
+  2. build     training.recipes.build: LLM + small Whisper-style encoder + SRH + codec
+  3. text_llm  the base LLM M0: the tiny LLM trained on the text-only (T2T) version of the corpus
+  4. srh       training.recipes.srh_pretrain, strategy frozen_backbone (T2M/S2M, appendix C)
+  5. cocktail  training.recipes.core_cocktail: CoM-Mixing stage 1, merge with M0, stage 2
+  6. gspo      training.recipes.gspo on the arithmetic questions, math-answer reward
+  7. export    the result in bf16 to --out (<= 30 MB), with the evaluation on the test split
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from core.modes import MODE_NAMES
+from training.cli import arg, parse_config, save_config
+
+log = logging.getLogger(__name__)
+
+STAGES = ("prepare", "build", "text_llm", "srh", "cocktail", "gspo", "export")
+
+
+@dataclass
+class DemoConfig:
+    corpus: str = arg("data/corpus", "corpus folder written by training.data.synth")
+    work_dir: str = arg("runs/demo", "intermediate runs")
+    out: str = arg("checkpoints/demo", "where the final checkpoint is exported")
+    stop_after: str = arg("export", f"last stage to run: {', '.join(STAGES)}")
+    threads: int = arg(2, "torch CPU threads")
+    text_vocab_size: int = arg(1024, "byte-level BPE vocabulary (with the special tokens)")
+    num_units: int = arg(1024, "units codec codebook size")
+    codec_decoder_steps: int = arg(2000, "residual mel decoder training steps of the codec")
+    llm_hidden: int = arg(256, "shared LLM width")
+    llm_layers: int = arg(4, "shared LLM layers")
+    llm_heads: int = arg(4, "shared LLM attention heads")
+    srh_hidden: int = arg(256, "SRH width")
+    srh_layers: int = arg(2, "SRH layers")
+    encoder_state: int = arg(192, "audio encoder width")
+    encoder_layers: int = arg(3, "audio encoder blocks")
+    encoder_heads: int = arg(3, "audio encoder heads")
+    max_tokens: int = arg(6000, "padded LLM positions per batch")
+    text_llm_steps: int = arg(600, "T2T pretraining steps of the base LLM")
+    srh_steps: int = arg(600, "SRH pretraining steps")
+    stage1_steps: int = arg(3000, "Core-Cocktail stage 1 steps")
+    stage2_steps: int = arg(800, "Core-Cocktail stage 2 steps")
+    alpha: float = arg(0.5, "Core-Cocktail merge weight of M1")
+    gspo_steps: int = arg(60, "GSPO steps on arithmetic questions")
+    seed: int = arg(0, "seed of every stage")
+
+    def __post_init__(self) -> None:
+        if self.stop_after not in STAGES:
+            raise ValueError(f"--stop_after must be one of {STAGES}, got {self.stop_after!r}")
+
+
+def _done(path: Path) -> bool:
+    return (path / "config.json").is_file()
+
+
+def prepare(cfg: DemoConfig, work: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from core.codec.units import UnitsCodec
+    from core.config import qwen2_config_dict
+    from core.modes import MODES
+    from core.srh import build_transformers_config
+    from core.text_tokenizer import train_bpe_tokenizer
+    from training.data import MelCache, read_manifest, write_manifest
+    from training.data.tokenize import precompute_mels, tokenize_manifest
+
+    corpus = Path(cfg.corpus)
+    train = read_manifest(corpus / "train.jsonl")
+    llm_dir = work / "tiny_llm"
+    if not (llm_dir / "config.json").is_file():
+        texts = [t for item in train for t in (item.text or "", item.reply_text)]
+        texts += [m.system_prompt for m in MODES.values()] * 20
+        tokenizer = train_bpe_tokenizer(texts, cfg.text_vocab_size)
+        hf = build_transformers_config(
+            qwen2_config_dict(len(tokenizer), cfg.llm_hidden, cfg.llm_layers, cfg.llm_heads, max_positions=4096)
+        )
+        torch.manual_seed(cfg.seed)
+        AutoModelForCausalLM.from_config(hf).save_pretrained(llm_dir)
+        tokenizer.save_pretrained(llm_dir)
+    codec_dir = work / "codec"
+    if not (codec_dir / "units_codec.json").is_file():
+        from core.audio import load_audio
+
+        replies = sorted({item.reply_audio for item in train if item.reply_audio})
+        waves = [load_audio(p, min_seconds=0.0, silence_threshold_dbfs=None) for p in replies]
+        log.info("fitting the units codec on %d assistant replies", len(waves))
+        codec = UnitsCodec.fit(
+            waves, cfg.num_units, seed=cfg.seed, decoder_steps=cfg.codec_decoder_steps, progress=True
+        )
+        codec.save(codec_dir)
+    codec = UnitsCodec.load(codec_dir)
+    cache = MelCache(work / "mels", 80)
+    for split in ("train", "validation", "test", "multiturn"):
+        target = work / f"{split}.tokens.jsonl"
+        if target.is_file():
+            continue
+        items = tokenize_manifest(read_manifest(corpus / f"{split}.jsonl"), codec, progress=True)
+        precompute_mels(items, cache, progress=True)
+        write_manifest(items, target)
+
+
+def run(cfg: DemoConfig) -> Path:
+    from training.recipes import build, core_cocktail, gspo, sft, srh_pretrain
+
+    torch.set_num_threads(cfg.threads)
+    work = Path(cfg.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, work / "demo.yaml")
+    stop = STAGES.index(cfg.stop_after)
+    train, mels = str(work / "train.tokens.jsonl"), str(work / "mels")
+    common = dict(precision="fp32", device="cpu", seed=cfg.seed, log_every=10, save_every=200)
+
+    prepare(cfg, work)
+    if stop == 0:
+        return work
+    built = work / "built"
+    if not _done(built):
+        build.run(
+            build.BuildConfig(
+                llm=str(work / "tiny_llm"),
+                output_dir=str(built),
+                codec=str(work / "codec"),
+                srh_hidden=cfg.srh_hidden,
+                srh_layers=cfg.srh_layers,
+                srh_heads=4,
+                srh_kv_heads=4,
+                srh_intermediate=4 * cfg.srh_hidden,
+                encoder_n_mels=80,
+                encoder_state=cfg.encoder_state,
+                encoder_heads=cfg.encoder_heads,
+                encoder_layers=cfg.encoder_layers,
+                adapter_hidden=cfg.llm_hidden,
+                name="drvoice-demo",
+                seed=cfg.seed,
+            )
+        )
+    if stop == 1:
+        return built
+    text_llm = work / "text_llm"
+    if not _done(text_llm / "final"):
+        sft.run(
+            sft.SFTConfig(
+                init=str(built),
+                train_manifest=train,
+                output_dir=str(text_llm),
+                mel_cache=mels,
+                modes=["T2T"],
+                max_steps=cfg.text_llm_steps,
+                max_tokens=cfg.max_tokens,
+                peak_lr=2e-3,
+                final_lr=2e-4,
+                **common,
+            ),
+            desc="text LLM (T2T)",
+        )
+    if stop == 2:
+        return text_llm / "final"
+    srh = work / "srh"
+    if not _done(srh / "final"):
+        srh_pretrain.run(
+            srh_pretrain.SRHPretrainConfig(
+                strategy="frozen_backbone",
+                init=str(text_llm / "final"),
+                train_manifest=train,
+                output_dir=str(srh),
+                mel_cache=mels,
+                modes=["T2M"],
+                max_steps=cfg.srh_steps,
+                max_tokens=cfg.max_tokens,
+                peak_lr=2e-3,
+                final_lr=2e-4,
+                **common,
+            )
+        )
+    if stop == 3:
+        return srh / "final"
+    cocktail = work / "cocktail"
+    if not _done(cocktail / "stage2" / "final"):
+        core_cocktail.run(
+            core_cocktail.CoreCocktailConfig(
+                init=str(srh / "final"),
+                base_llm=str(text_llm / "final"),
+                train_manifest=train,
+                output_dir=str(cocktail),
+                mel_cache=mels,
+                modes=list(MODE_NAMES),
+                mode_ratios={m: 1.0 for m in MODE_NAMES} | {"S2M": 2.0, "S2T": 2.0},
+                alpha=cfg.alpha,
+                stage1_steps=cfg.stage1_steps,
+                stage1_peak_lr=2e-3,
+                stage1_final_lr=2e-4,
+                stage2_steps=cfg.stage2_steps,
+                stage2_peak_lr=4e-4,
+                stage2_final_lr=4e-5,
+                max_tokens=cfg.max_tokens,
+                **common,
+            )
+        )
+    if stop == 4:
+        return cocktail / "stage2" / "final"
+    rl = work / "gspo"
+    if not _done(rl / "final"):
+        arithmetic = work / "arithmetic.tokens.jsonl"
+        lines = [json.loads(x) for x in Path(train).read_text().splitlines()]
+        arithmetic.write_text(
+            "".join(json.dumps(x) + "\n" for x in lines if x.get("category") == "arithmetic")
+        )
+        gspo.run(
+            gspo.GSPOConfig(
+                init=str(cocktail / "stage2" / "final"),
+                train_manifest=str(arithmetic),
+                output_dir=str(rl),
+                mel_cache=mels,
+                modes=["S2T", "S2M"],
+                group_size=4,
+                max_new_steps=60,
+                max_steps=cfg.gspo_steps,
+                peak_lr=2e-5,
+                final_lr=2e-6,
+                **{**common, "save_every": 20, "log_every": 1},
+            )
+        )
+    if stop == 5:
+        return rl / "final"
+    return export(rl / "final", Path(cfg.out))
+
+
+def export(source: Path, out: Path) -> Path:
+    """Copies the final checkpoint to `out` with bf16 weights (the embedded default must stay small)."""
+    from core.checkpoint import from_pretrained, save_pretrained
+
+    ckpt = from_pretrained(source)
+    if out.exists():
+        shutil.rmtree(out)
+    save_pretrained(out, ckpt.model.to(torch.bfloat16), ckpt.tokenizer, codec=ckpt.codec, extra=ckpt.extra)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    log.info("exported %s (%.1f MB)", out, size / 2**20)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    print(f"output: {run(parse_config(DemoConfig, argv, __doc__))}")
+
+
+if __name__ == "__main__":
+    main()
