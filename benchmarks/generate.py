@@ -33,7 +33,9 @@ def measure(group_size: int, codec, replies: int, reply_seconds: float, threads:
     ttfa, total, audio, llm_steps = [], 0.0, 0.0, 0
     for i in tqdm(range(replies), desc=f"k={group_size} replies", leave=False):
         s = SamplingConfig(**{**sampling.to_dict(), "seed": i})
-        done = [e for e in engine.stream(ChatRequest("S2M", audio=question, sampling=s)) if isinstance(e, Done)][0]
+        done = [
+            e for e in engine.stream(ChatRequest("S2M", audio=question, sampling=s)) if isinstance(e, Done)
+        ][0]
         t = done.timings
         ttfa.append(t.time_to_first_audio)
         total += t.total_time
@@ -67,7 +69,10 @@ def main(argv=None) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object per line (default: a table)")
     args = p.parse_args(argv)
     codec = fit_codec(args.units, seconds=args.units / 25 * 1.5)
-    rows = [measure(int(k), codec, args.replies, args.reply_seconds, args.threads) for k in args.group_sizes.split(",")]
+    rows = [
+        measure(int(k), codec, args.replies, args.reply_seconds, args.threads)
+        for k in args.group_sizes.split(",")
+    ]
     for row in rows:
         print(json.dumps(row) if args.json else "  ".join(f"{k}={v}" for k, v in row.items()))
 

@@ -123,7 +123,9 @@ def resolve_checkpoint(path_or_id: str | Path, revision: str | None = None) -> P
 
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
     try:
-        return Path(snapshot_download(text, revision=revision, allow_patterns=HUB_PATTERNS, local_files_only=offline))
+        return Path(
+            snapshot_download(text, revision=revision, allow_patterns=HUB_PATTERNS, local_files_only=offline)
+        )
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
         why = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached"
         raise CheckpointNotFoundError(
@@ -143,7 +145,9 @@ def load_config(directory: Path) -> dict[str, Any]:
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a DrVoice checkpoint config (format={meta.get('format')!r})")
     if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{path} has format_version {meta['format_version']}; upgrade DrVoice to load it")
+        raise CheckpointError(
+            f"{path} has format_version {meta['format_version']}; upgrade DrVoice to load it"
+        )
     return meta
 
 
@@ -198,5 +202,7 @@ def from_pretrained(
     model.to(device=device, dtype=dtype).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(directory))
     codec = build_codec(config.codec, directory, device=device) if load_codec else None
-    checkpoint_id = str(path_or_id) if not Path(path_or_id).expanduser().is_dir() else directory.resolve().name
+    checkpoint_id = (
+        str(path_or_id) if not Path(path_or_id).expanduser().is_dir() else directory.resolve().name
+    )
     return Checkpoint(model, tokenizer, codec, directory, checkpoint_id, meta.get("extra", {}))

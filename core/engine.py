@@ -84,7 +84,9 @@ class VoiceChatEngine:
         self._lock = threading.Lock()  # one generation at a time per model (torch threads are shared)
 
     @classmethod
-    def from_pretrained(cls, path_or_id, device: str = "cpu", dtype: torch.dtype | None = None) -> VoiceChatEngine:
+    def from_pretrained(
+        cls, path_or_id, device: str = "cpu", dtype: torch.dtype | None = None
+    ) -> VoiceChatEngine:
         from core.checkpoint import from_pretrained
 
         ckpt = from_pretrained(path_or_id, device=device, dtype=dtype)

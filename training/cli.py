@@ -58,7 +58,9 @@ def parse_config(cls: type[T], argv: list[str] | None = None, description: str =
         SystemExit with a message naming the bad key / flag (argparse behaviour).
     """
     hints = typing.get_type_hints(cls)
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", help="YAML file whose keys are the fields below")
     # the `deepspeed` launcher (and torch.distributed.launch) append --local_rank=N; LOCAL_RANK holds it too
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)

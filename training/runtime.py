@@ -55,7 +55,9 @@ class Runtime:
     def all_reduce_mean(self, value: float) -> float:
         if not self.distributed:
             return value
-        t = torch.tensor([value], dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
+        t = torch.tensor(
+            [value], dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu"
+        )
         dist.all_reduce(t)
         return float(t.item()) / self.world_size
 
@@ -159,7 +161,9 @@ class Trainer:
             self.model = model
             if runtime.world_size > 1:
                 ids = [runtime.device.index] if runtime.device.type == "cuda" else None
-                self.model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+                self.model = torch.nn.parallel.DistributedDataParallel(
+                    model, device_ids=ids, find_unused_parameters=True
+                )
 
     def step(self, loss: torch.Tensor) -> float:
         """Backward + clip + optimizer + scheduler step; returns the gradient norm (0 when unknown)."""
@@ -172,7 +176,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for p in self.module.parameters() if p.grad is not None]
-        norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip) if self.grad_clip > 0 and params else None
+        norm = (
+            torch.nn.utils.clip_grad_norm_(params, self.grad_clip) if self.grad_clip > 0 and params else None
+        )
         self.optimizer.step()
         self.scheduler.step()
         return float(norm) if norm is not None else 0.0
@@ -214,7 +220,9 @@ class Trainer:
         missing, unexpected = self.module.load_state_dict(weights, strict=False)
         tied = {k for k in missing if k.endswith("lm_head.weight")}
         if set(missing) - tied or unexpected:
-            raise RuntimeError(f"training state does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+            raise RuntimeError(
+                f"training state does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
         if self.ds is not None:
             self.ds.load_checkpoint(str(path / "deepspeed"), tag=DEEPSPEED_TAG)
         else:

@@ -26,7 +26,10 @@ def test_save_load_gives_identical_outputs(tmp_path, tokenizer):
     save_pretrained(tmp_path / "ckpt", model, tokenizer, extra={"recipe": "test"})
     ckpt = from_pretrained(tmp_path / "ckpt")
     assert ckpt.extra == {"recipe": "test"}
-    assert ckpt.model.config.to_dict() == {**model.config.to_dict(), "codec": {"type": "none"}}  # saved without codec
+    assert ckpt.model.config.to_dict() == {
+        **model.config.to_dict(),
+        "codec": {"type": "none"},
+    }  # saved without codec
     assert ckpt.tokenizer.encode("hello there") == tokenizer.encode("hello there")
     assert torch.equal(_logprobs(ckpt.model, ckpt.tokenizer), _logprobs(model, tokenizer))
     for (n1, p1), (n2, p2) in zip(model.state_dict().items(), ckpt.model.state_dict().items(), strict=True):

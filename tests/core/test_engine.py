@@ -12,7 +12,6 @@ from core.sampling import SamplingConfig
 from core.types import AudioChunk, Done, PhaseStart, TextDelta
 from tests.core.conftest import flite_speech, make_model
 
-
 QUESTION = "what is three plus four"
 REPLY = "three plus four is seven."
 
@@ -36,7 +35,9 @@ def trained(tmp_path_factory, tokenizer, tiny_codec, question):
     reply_tokens = tiny_codec.encode(flite_speech(REPLY)).tolist()
     user = UserInput(text=QUESTION + "?", mels=log_mel(load_audio(question), 80))
     b = SequenceBuilder(model.config, tokenizer)
-    examples = [b.example(Sample(m, user, REPLY, reply_tokens, transcript=QUESTION + "?")) for m in MODE_NAMES]
+    examples = [
+        b.example(Sample(m, user, REPLY, reply_tokens, transcript=QUESTION + "?")) for m in MODE_NAMES
+    ]
     batch = collate(examples, tokenizer.pad_token_id, model.config.speech_pad)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     model.train()
@@ -82,7 +83,11 @@ def test_every_mode_streams_typed_events(trained, question, mode):
     else:
         assert not chunks and not done.speech_tokens and done.sample_rate == 0
     phases = [e.phase for e in events if isinstance(e, PhaseStart)]
-    expected = {"STC": ["transcript", "draft", "reply"], "SAC": ["draft", "reply"], "SUC": ["transcript", "reply"]}
+    expected = {
+        "STC": ["transcript", "draft", "reply"],
+        "SAC": ["draft", "reply"],
+        "SUC": ["transcript", "reply"],
+    }
     assert phases == expected.get(mode, ["reply"])
     assert done.transcript == (QUESTION + "?" if mode in ("STC", "SUC") else "")
     assert done.draft == (REPLY if mode in ("STC", "SAC") else "")
@@ -98,7 +103,10 @@ def test_chain_phase_deltas_add_up(engine, question):
 
 def test_history_is_part_of_the_prompt(engine, question):
     plain = engine.build_prompt(ChatRequest("T2T", text="and five?"))
-    history = [Exchange(user_text="what is three plus four?", assistant_text="seven."), Exchange(user_audio=question, assistant_text="ok")]
+    history = [
+        Exchange(user_text="what is three plus four?", assistant_text="seven."),
+        Exchange(user_audio=question, assistant_text="ok"),
+    ]
     with_history = engine.build_prompt(ChatRequest("T2T", text="and five?", history=history))
     seven = engine.tokenizer.encode("seven.", add_special_tokens=False)
     ids = with_history.input_ids.tolist()
@@ -111,7 +119,9 @@ def test_history_is_part_of_the_prompt(engine, question):
 def test_cancel_stops_generation(engine):
     cancel = threading.Event()
     events = []
-    for e in engine.stream(ChatRequest("T2M", text="hello", sampling=SamplingConfig(max_new_steps=200)), cancel=cancel):
+    for e in engine.stream(
+        ChatRequest("T2M", text="hello", sampling=SamplingConfig(max_new_steps=200)), cancel=cancel
+    ):
         events.append(e)
         if isinstance(e, (TextDelta, AudioChunk)):
             cancel.set()

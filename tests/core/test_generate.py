@@ -11,7 +11,10 @@ from tests.core.conftest import fake_mels, make_model
 
 
 def _steps(gen, prompt, mode, sampling, use_cache):
-    return [(s.kind, s.text_token, tuple(s.speech_tokens)) for s in gen.stream(prompt, mode, sampling, use_cache=use_cache)]
+    return [
+        (s.kind, s.text_token, tuple(s.speech_tokens))
+        for s in gen.stream(prompt, mode, sampling, use_cache=use_cache)
+    ]
 
 
 @pytest.mark.parametrize("user_audio", ["continuous", "discrete"])
@@ -59,7 +62,15 @@ def test_sampling_is_reproducible_with_a_seed(tokenizer):
     model = make_model(tokenizer, seed=2, user_audio="discrete")
     gen = DrVoiceGenerator(model)
     prompt = SequenceBuilder(model.config, tokenizer).prompt("T2M", UserInput(text="hello"))
-    s = SamplingConfig(temperature=1.0, speech_temperature=1.0, top_p=0.9, top_k=50, repetition_penalty=1.3, seed=7, max_new_steps=12)
+    s = SamplingConfig(
+        temperature=1.0,
+        speech_temperature=1.0,
+        top_p=0.9,
+        top_k=50,
+        repetition_penalty=1.3,
+        seed=7,
+        max_new_steps=12,
+    )
     a = _steps(gen, prompt, "T2M", s, True)
     b = _steps(gen, prompt, "T2M", s, True)
     c = _steps(gen, prompt, "T2M", SamplingConfig(**{**s.to_dict(), "seed": 8}), True)

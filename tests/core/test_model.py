@@ -17,13 +17,20 @@ MODES_SAMPLES = {
 
 def _batch(model, tokenizer, modes=MODES_SAMPLES):
     b = SequenceBuilder(model.config, tokenizer)
-    exs = [b.example(Sample(mode, reply_text="three plus four is seven.", **kw)) for mode, kw in modes.items()]
+    exs = [
+        b.example(Sample(mode, reply_text="three plus four is seven.", **kw)) for mode, kw in modes.items()
+    ]
     return collate(exs, tokenizer.pad_token_id, model.config.speech_pad)
 
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, {"grouping": "mean", "combine": "mean"}, {"speech_delay": 2, "srh_text_condition": True}, {"group_size": 1}],
+    [
+        {},
+        {"grouping": "mean", "combine": "mean"},
+        {"speech_delay": 2, "srh_text_condition": True},
+        {"group_size": 1},
+    ],
 )
 def test_forward_all_modes_and_options(tokenizer, overrides):
     model = make_model(tokenizer, **overrides).train()

@@ -65,7 +65,9 @@ def test_text_pads_with_sil_when_speech_is_longer(tokenizer):
     targets = ex.text_targets[ex.text_targets != IGNORE].tolist()
     n_groups = 7  # 30 tokens + eos -> 31 -> 7 groups of 5
     assert len(targets) == n_groups
-    assert targets[targets.index(ids["im_end"]) + 1 :] == [ids["sil"]] * (n_groups - len(targets[: targets.index(ids["im_end"]) + 1]))
+    assert targets[targets.index(ids["im_end"]) + 1 :] == [ids["sil"]] * (
+        n_groups - len(targets[: targets.index(ids["im_end"]) + 1])
+    )
     assert (ex.speech_targets[..., 0] != IGNORE).sum() == n_groups
 
 
@@ -73,7 +75,9 @@ def test_chain_modes_put_text_phase_before_audio_bos(tokenizer):
     cfg = make_config(tokenizer, user_audio="discrete")
     b = SequenceBuilder(cfg, tokenizer)
     ids = cfg.special_token_ids
-    s = Sample("STC", UserInput(speech_tokens=list(range(12))), "four.", list(range(8)), transcript="two plus two")
+    s = Sample(
+        "STC", UserInput(speech_tokens=list(range(12))), "four.", list(range(8)), transcript="two plus two"
+    )
     ex = b.example(s)
     targets = ex.text_targets[ex.text_targets != IGNORE].tolist()
     phase = tokenizer.encode("two plus two\nfour.", add_special_tokens=False)

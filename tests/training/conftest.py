@@ -57,6 +57,10 @@ def tiny_assets(tmp_path_factory) -> TinyAssets:
     manifest = root / "train.jsonl"
     manifest.write_text("".join(json.dumps(x) + "\n" for x in lines))
     tokenizer = train_bpe_tokenizer([q for q, _, _ in QA] + [r for _, r, _ in QA], vocab_size=400)
-    init = save_pretrained(root / "init", make_model(tokenizer, seed=1, speech_vocab=32), tokenizer, codec=codec)
-    base = save_pretrained(root / "base", make_model(tokenizer, seed=2, speech_vocab=32), tokenizer, codec=codec)
+    init = save_pretrained(
+        root / "init", make_model(tokenizer, seed=1, speech_vocab=32), tokenizer, codec=codec
+    )
+    base = save_pretrained(
+        root / "base", make_model(tokenizer, seed=2, speech_vocab=32), tokenizer, codec=codec
+    )
     return TinyAssets(root, manifest, init, base)

@@ -35,7 +35,16 @@ from training.schedule import build_scheduler
 
 log = logging.getLogger(__name__)
 
-FREEZABLE = ("encoder", "encoder.whisper", "encoder.adapter", "llm", "llm.lm_head", "speech_grouping", "ungrouping", "srh")
+FREEZABLE = (
+    "encoder",
+    "encoder.whisper",
+    "encoder.adapter",
+    "llm",
+    "llm.lm_head",
+    "speech_grouping",
+    "ungrouping",
+    "srh",
+)
 
 
 def freeze(model: torch.nn.Module, prefixes: list[str]) -> tuple[int, int]:
@@ -119,7 +128,9 @@ def train_loop(
         log.info("resumed from %s (step %d)", state, step)
     if metrics is not None:
         metrics.truncate_after(step + 1)
-    bar = tqdm(total=settings.max_steps, initial=step, desc=desc, disable=not runtime.is_main, dynamic_ncols=True)
+    bar = tqdm(
+        total=settings.max_steps, initial=step, desc=desc, disable=not runtime.is_main, dynamic_ncols=True
+    )
     start = time.perf_counter()
     while step < settings.max_steps:
         for indices in sampler:
@@ -177,7 +188,9 @@ def make_trainer(
         raise ValueError("nothing to train: every parameter is frozen")
     optimizer = torch.optim.AdamW(params, lr=peak_lr, weight_decay=weight_decay, betas=(0.9, 0.95))
     scheduler = build_scheduler(optimizer, max_steps, peak_lr, final_lr, warmup_fraction)
-    return Trainer(model, optimizer, scheduler, runtime, load_deepspeed_config(deepspeed), grad_clip, precision)
+    return Trainer(
+        model, optimizer, scheduler, runtime, load_deepspeed_config(deepspeed), grad_clip, precision
+    )
 
 
 def make_runtime(device: str, deepspeed: str | None, seed: int) -> Runtime:

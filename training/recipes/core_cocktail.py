@@ -116,7 +116,9 @@ def load_base_llm_state(base: str) -> dict[str, torch.Tensor]:
     or hub id is loaded with transformers and its keys are prefixed with `llm.`.
     """
     path = Path(base)
-    if (path / CONFIG_FILE).is_file() and json.loads((path / CONFIG_FILE).read_text()).get("format") == "drvoice":
+    if (path / CONFIG_FILE).is_file() and json.loads((path / CONFIG_FILE).read_text()).get(
+        "format"
+    ) == "drvoice":
         state = from_pretrained(path, load_codec=False).model.state_dict()
         return {k: v for k, v in state.items() if k.startswith("llm.")}
     from transformers import AutoModelForCausalLM

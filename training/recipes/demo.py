@@ -87,7 +87,9 @@ def prepare(cfg: DemoConfig, work: Path) -> None:
         texts += [m.system_prompt for m in MODES.values()] * 20
         tokenizer = train_bpe_tokenizer(texts, cfg.text_vocab_size)
         hf = build_transformers_config(
-            qwen2_config_dict(len(tokenizer), cfg.llm_hidden, cfg.llm_layers, cfg.llm_heads, max_positions=4096)
+            qwen2_config_dict(
+                len(tokenizer), cfg.llm_hidden, cfg.llm_layers, cfg.llm_heads, max_positions=4096
+            )
         )
         torch.manual_seed(cfg.seed)
         AutoModelForCausalLM.from_config(hf).save_pretrained(llm_dir)

@@ -122,7 +122,9 @@ def run(cfg: SFTConfig, desc: str = "sft") -> Path | None:
         runtime,
         desc,
     )
-    return save_final(out / "final", ckpt, runtime, {"recipe": desc, "init": cfg.init, "steps": cfg.max_steps})
+    return save_final(
+        out / "final", ckpt, runtime, {"recipe": desc, "init": cfg.init, "steps": cfg.max_steps}
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
