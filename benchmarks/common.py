@@ -58,13 +58,21 @@ def fit_codec(num_units: int, seconds: float):
 
 
 def demo_size_model(group_size: int, speech_vocab: int, seed: int = 0, extra_texts: tuple[str, ...] = ()):
-    """The demo size class: LLM 4x256, SRH 2x256, 2-layer audio encoder; returns (model, tokenizer).
+    """The demo size class (as `training/recipes/demo.py` builds it): LLM 4x256 over a 1024-row text
+    vocabulary, SRH 2x256, 3-layer 192-wide audio encoder; returns (model, tokenizer).
 
     `extra_texts` join the tokenizer's training text (e.g. the Table 5 system prompts, so that they
     take about one token per word as with a real tokenizer).
     """
     tokenizer = train_bpe_tokenizer(SENTENCES * 20 + list(extra_texts) * 20, vocab_size=1024)
     ids = SpecialTokenIds.from_tokenizer(tokenizer).to_dict()
-    config = small_config(ids, len(tokenizer), speech_vocab, group_size=group_size, encoder_state=256)
+    config = small_config(
+        ids,
+        max(len(tokenizer), 1024),
+        speech_vocab,
+        group_size=group_size,
+        encoder_state=192,
+        encoder_layers=3,
+    )
     torch.manual_seed(seed)
     return DrVoiceModel(config).eval(), tokenizer

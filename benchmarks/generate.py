@@ -18,13 +18,15 @@ from tqdm import tqdm
 from benchmarks.common import demo_size_model, fit_codec, speech
 from core.engine import ChatRequest, VoiceChatEngine
 from core.generate import DrVoiceGenerator
+from core.modes import MODES
 from core.sampling import SamplingConfig
 from core.types import Done
 
 
 def measure(group_size: int, codec, replies: int, reply_seconds: float, threads: int) -> dict:
     torch.set_num_threads(threads)
-    model, tokenizer = demo_size_model(group_size, codec.codebook_size)
+    prompts = tuple(m.system_prompt for m in MODES.values())
+    model, tokenizer = demo_size_model(group_size, codec.codebook_size, extra_texts=prompts)
     engine = VoiceChatEngine(model, tokenizer, codec, checkpoint_id=f"bench-k{group_size}")
     steps = int(reply_seconds * 25 / group_size)
     sampling = SamplingConfig(speech_temperature=1.0, temperature=1.0, seed=0, max_new_steps=steps)
