@@ -214,6 +214,7 @@ def load_llm_for_drvoice(
     seed: int = 0,
     revision: str | None = None,
     cache_dir: str | Path | None = None,
+    return_new_ids: bool = False,
 ):
     """A Qwen2.5 (any transformers) causal LM and its tokenizer, ready to be DrVoice's shared LLM.
 
@@ -229,7 +230,8 @@ def load_llm_for_drvoice(
         new_token_noise: noise of the new rows (0: exactly the mean).
 
     Returns:
-        (model, tokenizer); `model.config.vocab_size` = its embedding rows.
+        (model, tokenizer); `model.config.vocab_size` = its embedding rows. With `return_new_ids`,
+        (model, tokenizer, ids of the added tokens).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -253,7 +255,7 @@ def load_llm_for_drvoice(
     logger.info(
         "%s: added %s (ids %s); %d embedding rows", path_or_id, missing, new_ids, model.config.vocab_size
     )
-    return model, tokenizer
+    return (model, tokenizer, new_ids) if return_new_ids else (model, tokenizer)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ import torch
 from torch.testing import assert_close
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from core.checkpoint import CheckpointNotFoundError, from_pretrained
+from core.checkpoint import from_pretrained
 from core.config import qwen2_config_dict
+from core.hub import MissingFilesError
 from core.text_tokenizer import CHAT_TOKENS, DRVOICE_TOKENS, END_OF_TEXT, IM_END
 from training.recipes import build
 from training.tts_lm import build_tts_lm
@@ -203,7 +204,9 @@ def test_codec_is_shipped_and_sets_the_speech_vocabulary(tiny_assets, tmp_path):
 def test_offline_hub_id_gives_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    with pytest.raises(CheckpointNotFoundError, match="not in the local Hugging Face cache"):
+    with pytest.raises(
+        MissingFilesError, match="HF_HUB_OFFLINE is set and the repo is not in the local cache"
+    ):
         build.run(build.BuildConfig(llm="nobody/no-such-llm", output_dir=str(tmp_path / "out"), **_small()))
 
 

@@ -16,7 +16,9 @@ safetensors weights are read from them):
   text distribution barely moves) and the noise makes the four new tokens distinguishable. Every
   other row is left exactly as it was, so text in gives the LLM's own text logits out.
 - `--whisper`: an openai-whisper checkpoint file (`large-v3.pt`: {"dims": ..., "model_state_dict":
-  ...}, read with `torch.load(weights_only=True)`); its `encoder.*` weights become the continuous
+  ...}, read with `torch.load(weights_only=True)`), an openai model name (`large-v3`) or a Hugging
+  Face Whisper directory / hub id (`openai/whisper-large-v3`, `core.pretrained.load_whisper_encoder`);
+  its encoder weights become the continuous
   speech encoder, whose dims it dictates. Without it the encoder is random with the `--encoder_*`
   dims. The adapter (50 Hz -> 5 Hz -> LLM width) is always new.
 - `--srh_init`: the standalone TTS LM written by `srh_pretrain --strategy standalone` (layers, final
@@ -43,14 +45,12 @@ from torch import nn
 from core.checkpoint import resolve_checkpoint, save_pretrained
 from core.config import COMBINES, GROUPINGS, USER_AUDIO_KINDS, DrVoiceConfig, qwen2_config_dict
 from core.model import DrVoiceModel
-from core.text_tokenizer import CHAT_TOKENS, DRVOICE_TOKENS, SpecialTokenIds, add_drvoice_tokens
+from core.pretrained import hf_config_dict, load_llm_for_drvoice, load_whisper_encoder
+from core.text_tokenizer import SpecialTokenIds
 from training.cli import arg, parse_config, save_config
 from training.tts_lm import SPEECH_VOCAB_KEY, TEXT_VOCAB_KEY, copy_decoder, is_tts_lm, load_into_srh
 
 log = logging.getLogger(__name__)
-
-# keys of a saved transformers config that describe a file or a run, not the architecture
-_VOLATILE_CONFIG_KEYS = ("transformers_version", "architectures", "dtype", "torch_dtype", "_name_or_path")
 
 
 @dataclass
@@ -111,15 +111,10 @@ class BuildConfig:
 
 
 def config_dict(hf_config, **overrides: Any) -> dict[str, Any]:
-    """A transformers config as the plain architecture dict DrVoiceConfig stores (llm / srh)."""
-    data = hf_config.to_diff_dict()
-    for key in (*_VOLATILE_CONFIG_KEYS, TEXT_VOCAB_KEY, SPEECH_VOCAB_KEY):
+    """`core.pretrained.hf_config_dict` without the TTS LM's vocabulary bookkeeping keys."""
+    data = hf_config_dict(hf_config, **overrides)
+    for key in (TEXT_VOCAB_KEY, SPEECH_VOCAB_KEY):
         data.pop(key, None)
-    data["model_type"] = hf_config.model_type
-    for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads"):
-        if hasattr(hf_config, key):  # a diff dict omits values equal to the class defaults
-            data.setdefault(key, getattr(hf_config, key))
-    data.update(overrides)
     return data
 
 
@@ -129,70 +124,6 @@ def load_causal_lm(path_or_id: str) -> nn.Module:
 
     directory = resolve_checkpoint(path_or_id)
     return AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32, use_safetensors=True)
-
-
-@torch.no_grad()
-def init_new_rows(weight: torch.Tensor, new_ids: list[int], old_ids: int, noise: float, generator) -> None:
-    """Rows `new_ids` of an embedding / LM-head matrix = mean of rows [0, old_ids) + noise * std.
-
-    Args:
-        weight: (V, D) matrix, changed in place.
-        new_ids: rows of the added tokens.
-        old_ids: the tokenizer's size before the tokens were added (rows of real tokens).
-        noise: noise scale in units of the per-dimension standard deviation of the old rows.
-    """
-    old = weight[:old_ids].float()  # (V_old, D)
-    mean, std = old.mean(dim=0), old.std(dim=0)  # (D,)
-    for i in new_ids:
-        z = torch.randn(weight.shape[1], generator=generator)
-        weight[i] = (mean + noise * std * z).to(weight.dtype)
-
-
-def add_special_tokens(llm: nn.Module, tokenizer, noise: float, seed: int) -> list[int]:
-    """Adds the DrVoice tokens to `tokenizer`, grows the LLM's vocab if needed and initialises the
-    rows of the new tokens (see the module docstring). Returns the new token ids."""
-    old_len = len(tokenizer)
-    missing = [t for t in CHAT_TOKENS + DRVOICE_TOKENS if t not in tokenizer.get_vocab()]
-    add_drvoice_tokens(tokenizer)
-    new_ids = sorted(int(tokenizer.convert_tokens_to_ids(t)) for t in missing)
-    rows = llm.get_input_embeddings().weight.shape[0]
-    if len(tokenizer) > rows:
-        llm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    generator = torch.Generator().manual_seed(seed)
-    init_new_rows(llm.get_input_embeddings().weight, new_ids, min(old_len, rows), noise, generator)
-    out = llm.get_output_embeddings()
-    if out is not None and out.weight.data_ptr() != llm.get_input_embeddings().weight.data_ptr():
-        init_new_rows(out.weight, new_ids, min(old_len, rows), noise, generator)
-    log.info(
-        "added %d tokens %s (ids %s); vocab %d -> %d rows",
-        len(missing),
-        missing,
-        new_ids,
-        rows,
-        len(tokenizer),
-    )
-    return new_ids
-
-
-def load_whisper_encoder(path: str) -> tuple[dict[str, int], dict[str, torch.Tensor]]:
-    """(dims, encoder weights without the "encoder." prefix) of an openai-whisper checkpoint file."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise FileNotFoundError(
-            f"--whisper {path}: not a file. Give an openai-whisper checkpoint (e.g. large-v3.pt, as "
-            "`whisper.load_model` downloads into ~/.cache/whisper)"
-        )
-    data = torch.load(file, map_location="cpu", weights_only=True)
-    if not isinstance(data, dict) or "dims" not in data or "model_state_dict" not in data:
-        raise ValueError(f"{file} is not an openai-whisper checkpoint (no 'dims' / 'model_state_dict')")
-    weights = {
-        k[len("encoder.") :]: v.float()
-        for k, v in data["model_state_dict"].items()
-        if k.startswith("encoder.")
-    }
-    if not weights:
-        raise ValueError(f"{file} holds no encoder.* weights")
-    return dict(data["dims"]), weights
 
 
 def load_codec(path: str):
@@ -208,7 +139,6 @@ def load_codec(path: str):
 
 def run(cfg: BuildConfig) -> Path:
     """Builds and writes the checkpoint; returns its directory."""
-    from transformers import AutoTokenizer
 
     from core.encoder import EncoderConfig
 
@@ -219,9 +149,9 @@ def run(cfg: BuildConfig) -> Path:
             f"--speech_vocab_size {speech_vocab} != the codec's codebook size {codec.codebook_size}"
         )
 
-    llm = load_causal_lm(cfg.llm)
-    tokenizer = AutoTokenizer.from_pretrained(str(resolve_checkpoint(cfg.llm)))
-    new_ids = add_special_tokens(llm, tokenizer, cfg.new_token_noise, cfg.seed)
+    llm, tokenizer, new_ids = load_llm_for_drvoice(
+        cfg.llm, new_token_noise=cfg.new_token_noise, seed=cfg.seed, return_new_ids=True
+    )
     special = SpecialTokenIds.from_tokenizer(tokenizer).to_dict()
     llm_config = config_dict(llm.config, vocab_size=llm.get_input_embeddings().weight.shape[0])
 
