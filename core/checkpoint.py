@@ -180,7 +180,10 @@ def from_pretrained(
     revision: str | None = None,
     load_codec: bool = True,
 ) -> Checkpoint:
-    """Loads a checkpoint (local directory or hub id) for inference or further training."""
+    """Loads a checkpoint (local directory or hub id) for inference or further training.
+
+    `dtype` None keeps the stored dtype on accelerators and uses float32 on CPUs.
+    """
     from transformers import AutoTokenizer
 
     from core.codec.registry import load_codec as build_codec
@@ -199,6 +202,8 @@ def from_pretrained(
         )
     if tied:
         model.llm.tie_weights()
+    if dtype is None and torch.device(device).type == "cpu":
+        dtype = torch.float32  # weights may be stored in bf16 (the demo); CPUs compute in fp32
     model.to(device=device, dtype=dtype).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(directory))
     codec = build_codec(config.codec, directory, device=device) if load_codec else None

@@ -1,0 +1,38 @@
+"""The committed demo checkpoint (`checkpoints/demo`, what `python app.py` serves by default)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.checkpoint import from_pretrained
+from core.engine import ChatRequest, VoiceChatEngine
+from core.types import AudioChunk, Done
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "checkpoints" / "demo"
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return VoiceChatEngine.from_pretrained(DEMO)
+
+
+def test_demo_checkpoint_is_small_and_complete():
+    size = sum(p.stat().st_size for p in DEMO.rglob("*") if p.is_file())
+    assert size <= 30 * 2**20, f"checkpoints/demo is {size / 2**20:.1f} MB (limit 30 MB)"
+    ckpt = from_pretrained(DEMO)
+    assert ckpt.codec is not None and ckpt.codec.codebook_size == ckpt.model.config.speech_vocab_size
+    assert ckpt.model.num_parameters() >= 10_000_000
+    assert (DEMO / "README.md").is_file()
+
+
+def test_demo_answers_a_typed_question_with_text_and_speech(engine):
+    """T2M on a training-domain question: the reply names the capital and comes with speech."""
+    events = list(engine.stream(ChatRequest("T2M", text="What is the capital of France?")))
+    done = events[-1]
+    assert isinstance(done, Done) and done.stop_reason == "end"
+    assert "paris" in done.reply_text.lower()
+    audio = np.concatenate([e.samples for e in events if isinstance(e, AudioChunk)])
+    assert len(audio) == len(done.speech_tokens) * engine.codec.samples_per_token
+    assert 0.5 < done.timings.audio_seconds < 10
