@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,26 +110,22 @@ def save_pretrained(
 
 
 def resolve_checkpoint(path_or_id: str | Path, revision: str | None = None) -> Path:
-    """A local directory, or a hub id fetched (or found in the cache) with huggingface_hub."""
+    """A local directory, or a hub id fetched (or found in the cache) through `core.hub`."""
+    from core.hub import MissingFilesError, hub_offline, is_repo_id, resolve_directory
+
     local = Path(path_or_id).expanduser()
     if local.is_dir():
         return local
     text = str(path_or_id)
-    if local.exists() or text.count("/") != 1 or text.startswith((".", "/", "~")):
+    if not is_repo_id(text):
         raise CheckpointNotFoundError(f"checkpoint directory not found: {text}")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
     try:
-        return Path(
-            snapshot_download(text, revision=revision, allow_patterns=HUB_PATTERNS, local_files_only=offline)
-        )
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
-        why = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached"
+        return resolve_directory(text, allow_patterns=HUB_PATTERNS, revision=revision)
+    except MissingFilesError as exc:
+        why = "HF_HUB_OFFLINE is set" if hub_offline() else "the hub could not be reached"
         raise CheckpointNotFoundError(
             f"checkpoint {text!r} is not in the local Hugging Face cache and {why}. Fetch it where the hub is "
-            f"reachable (`hf download {text} --local-dir DIR`) and pass that directory instead. ({exc.__class__.__name__})"
+            f"reachable (`hf download {text} --local-dir DIR`) and pass that directory instead. ({exc})"
         ) from exc
 
 
