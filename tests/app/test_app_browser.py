@@ -78,7 +78,7 @@ def test_chat_in_the_browser(page, server, question_wav):
     page.wait_for_function("document.querySelector('#chat-metrics').innerText.includes('first audio')")
     # the streamed reply plays in an <audio> element fed by a media stream that has data
     page.wait_for_function(
-        "() => Array.from(document.querySelectorAll('#chat-reply-audio audio')).some(a => a.src && a.duration > 0)"
+        "() => Array.from(document.querySelectorAll('#chat-reply-audio audio')).some(a => a.src && a.duration > 0.5)"
     )
     players = audio_info(page, "#chat-reply-audio")
     assert any(p["src"].startswith(("blob:", "http")) and p["duration"] > 0.5 for p in players), players
