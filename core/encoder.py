@@ -51,6 +51,13 @@ class EncoderConfig:
     downsample: int = 10  # encoder frames stacked per adapter output: 50 Hz -> 5 Hz
     adapter_hidden: int = 2048  # hidden width of the adapter MLP
     pad_to_window: bool = True  # pad each window to the full 30 s (pretrained Whisper) or run exact lengths
+    # Multiplier of Whisper's sinusoidal positional embedding. 1.0 for pretrained Whisper. A randomly
+    # initialised conv stem outputs features ~6x smaller than the sinusoids (norm ~1.7 vs ~10 at width
+    # 192), so every utterance starts out looking alike (cosine 0.98) and training collapses; 0.1 fixes it.
+    positional_scale: float = 1.0
+    # LayerNorm on the adapter output, its gain set to the text embeddings' RMS by `match_output_scale`:
+    # keeps speech features at the scale of the token embeddings they sit between.
+    output_norm: bool = False
 
     def __post_init__(self) -> None:
         for name in (
@@ -76,8 +83,17 @@ class EncoderConfig:
         if self.n_audio_state % 2 or self.n_audio_state < 4:
             # whisper.model.sinusoids splits the width into sin/cos halves of >= 2 channels
             raise ValueError(f"EncoderConfig.n_audio_state must be even and >= 4, got {self.n_audio_state}")
-        if not isinstance(self.pad_to_window, bool):
-            raise ValueError(f"EncoderConfig.pad_to_window must be a bool, got {self.pad_to_window!r}")
+        for name in ("pad_to_window", "output_norm"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"EncoderConfig.{name} must be a bool, got {getattr(self, name)!r}")
+        scale = self.positional_scale
+        if (
+            isinstance(scale, bool)
+            or not isinstance(scale, int | float)
+            or not math.isfinite(scale)
+            or scale < 0
+        ):
+            raise ValueError(f"EncoderConfig.positional_scale must be a finite number >= 0, got {scale!r}")
 
     @property
     def window_mel_frames(self) -> int:
@@ -233,6 +249,7 @@ class SpeechEncoder(nn.Module):
             nn.GELU(),
             nn.Linear(cfg.adapter_hidden, cfg.llm_hidden_size),
         )
+        self.output_norm = nn.LayerNorm(cfg.llm_hidden_size) if cfg.output_norm else None
         if device is not None or dtype is not None:
             self.to(device=device, dtype=dtype)
 
@@ -246,6 +263,33 @@ class SpeechEncoder(nn.Module):
         Returns:
             features (B, N, llm_hidden_size) with N = max(out_lengths) (zeros past each length),
             out_lengths (B,) long = num_output_frames(mel_lengths).
+        """
+        cfg = self.cfg
+        stacked, out_lengths = self.encode_frames(mels, mel_lengths, pad_to=cfg.downsample)
+        max_out = stacked.shape[1] // cfg.downsample
+        stacked = stacked.reshape(
+            len(out_lengths), max_out, cfg.downsample * cfg.n_audio_state
+        )  # (B, N, k*d)
+        features = self.adapter(stacked)  # (B, N, llm_hidden_size)
+        if self.output_norm is not None:
+            features = _layer_norm(self.output_norm, features)
+        out_lengths = [num_output_frames(int(n), cfg) for n in mel_lengths.tolist()]
+        out_lengths_t = torch.tensor(out_lengths, dtype=torch.long, device=features.device)
+        valid = torch.arange(max_out, device=features.device)[None, :] < out_lengths_t[:, None]  # (B, N)
+        return features * valid[..., None].to(features.dtype), out_lengths_t
+
+    def encode_frames(
+        self, mels: torch.Tensor, mel_lengths: torch.Tensor, pad_to: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Whisper encoder's 50 Hz states of every item, windows concatenated (no adapter).
+
+        Args:
+            mels: (B, n_mels, F) log-mel, right-padded (padding values are never read).
+            mel_lengths: (B,) long, valid mel frames per item (0 allowed).
+            pad_to: the time axis is zero-padded to a multiple of this (the adapter's `downsample`).
+
+        Returns:
+            states (B, T, n_audio_state) (zeros past each length), lengths (B,) long = encoder_frames.
         """
         cfg = self.cfg
         if mels.dim() != 3 or mels.shape[1] != cfg.n_mels:
@@ -262,20 +306,31 @@ class SpeechEncoder(nn.Module):
         ]
         # one (ceil(length / 2), n_state) output per segment
         outputs = self._encode_segments(mels, lengths, segments)
-
-        # Concatenate each item's windows, zero-pad to a multiple of `downsample` and stack frames.
-        out_lengths = [num_output_frames(n, cfg) for n in lengths]
-        max_out = max(out_lengths, default=0)
-        stacked = mels.new_zeros(len(lengths), max_out * cfg.downsample, cfg.n_audio_state)
+        frames = [encoder_frames(n, cfg) for n in lengths]
+        total = math.ceil(max(frames, default=0) / pad_to) * pad_to
+        states = mels.new_zeros(len(lengths), total, cfg.n_audio_state)
         fill = [0] * len(lengths)
         for (b, _, _), out in zip(segments, outputs, strict=True):
-            stacked[b, fill[b] : fill[b] + out.shape[0]] = out
+            states[b, fill[b] : fill[b] + out.shape[0]] = out
             fill[b] += out.shape[0]
-        stacked = stacked.view(len(lengths), max_out, cfg.downsample * cfg.n_audio_state)  # (B, N, k*n_state)
-        features = self.adapter(stacked)  # (B, N, llm_hidden_size)
-        out_lengths_t = torch.tensor(out_lengths, dtype=torch.long, device=features.device)
-        valid = torch.arange(max_out, device=features.device)[None, :] < out_lengths_t[:, None]  # (B, N)
-        return features * valid[..., None].to(features.dtype), out_lengths_t
+        return states, torch.tensor(frames, dtype=torch.long, device=states.device)
+
+    @torch.no_grad()
+    def match_output_scale(self, embeddings: torch.Tensor) -> float:
+        """Sets the output LayerNorm's gain to the RMS of `embeddings` (the LLM's token embedding table).
+
+        A LayerNorm output has unit RMS per element; text token embeddings of a small LLM have an RMS of
+        ~0.02-0.2, so without this the speech features would dominate every attention score at first.
+
+        Returns:
+            the gain that was set.
+        """
+        if self.output_norm is None:
+            raise ValueError("match_output_scale needs EncoderConfig.output_norm=True")
+        rms = float(embeddings.float().pow(2).mean().sqrt())
+        self.output_norm.weight.fill_(rms)
+        self.output_norm.bias.zero_()
+        return rms
 
     def _encode_segments(
         self, mels: torch.Tensor, lengths: list[int], segments: list[tuple[int, int, int]]
@@ -318,7 +373,7 @@ class SpeechEncoder(nn.Module):
         x = F.gelu(encoder.conv1(x))  # (S, n_state, w)
         x = F.gelu(encoder.conv2(x))  # (S, n_state, ceil(w / 2)): stride 2
         x = x.permute(0, 2, 1)  # (S, n, n_state)
-        x = (x + encoder.positional_embedding[: x.shape[1]]).to(x.dtype)
+        x = (x + self.cfg.positional_scale * encoder.positional_embedding[: x.shape[1]]).to(x.dtype)
         for block in encoder.blocks:  # ResidualAttentionBlock.forward without cross-attention
             x = x + block.attn(_layer_norm(block.attn_ln, x))[0]
             x = x + block.mlp(_layer_norm(block.mlp_ln, x))

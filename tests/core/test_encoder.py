@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import whisper.model
 
 from core.encoder import (
@@ -68,6 +69,19 @@ def test_config_validation_names_the_field():
         small_config(pad_to_window="yes")
     with pytest.raises(ValueError, match="llm_hidden_size"):
         small_config(llm_hidden_size=-1)
+    with pytest.raises(ValueError, match="positional_scale"):
+        small_config(positional_scale=float("nan"))
+    with pytest.raises(ValueError, match="positional_scale"):
+        small_config(positional_scale=-0.5)
+    with pytest.raises(ValueError, match="output_norm"):
+        small_config(output_norm=1)
+
+
+def test_old_configs_without_the_scale_fields_load_with_whisper_behaviour():
+    old = {k: v for k, v in small_config().to_dict().items() if k not in ("positional_scale", "output_norm")}
+    cfg = EncoderConfig.from_dict(old)
+    assert cfg.positional_scale == 1.0 and cfg.output_norm is False
+    assert "output_norm.weight" not in SpeechEncoder(cfg).state_dict()
 
 
 def test_config_dict_round_trip_and_presets():
@@ -237,6 +251,31 @@ def test_whisper_state_dict_loads_and_matches_audio_encoder():
     assert out_lengths.tolist() == [150]
     torch.testing.assert_close(windows, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(features, adapted, atol=1e-5, rtol=1e-5)
+
+
+def test_positional_scale_and_output_norm_match_a_hand_computation():
+    """positional_scale multiplies Whisper's sinusoids (a scaled reference buffer gives the same output);
+    output_norm is a LayerNorm on the adapter output with the gain `match_output_scale` sets."""
+    plain = make_encoder(small_config(), seed=5)
+    scaled = make_encoder(small_config(positional_scale=0.25, output_norm=True), seed=5)
+    assert scaled.load_state_dict(plain.state_dict(), strict=False).missing_keys == [
+        "output_norm.weight",
+        "output_norm.bias",
+    ]
+    embeddings = torch.randn(100, LLM_HIDDEN) * 0.3
+    gain = scaled.match_output_scale(embeddings)
+    assert gain == pytest.approx(float(embeddings.pow(2).mean().sqrt()))
+    item = random_mels(40, seed=3)
+    with torch.no_grad():
+        plain.whisper.positional_embedding.mul_(0.25)  # the reference: the buffer itself scaled
+        expected = F.layer_norm(plain(item[None], torch.tensor([40]))[0], (LLM_HIDDEN,)) * gain
+        features, _ = scaled(item[None], torch.tensor([40]))
+        unscaled, _ = make_encoder(small_config(output_norm=True), seed=5)(item[None], torch.tensor([40]))
+    torch.testing.assert_close(features, expected, atol=1e-5, rtol=1e-5)
+    assert features.pow(2).mean().sqrt() == pytest.approx(gain, rel=1e-3)
+    assert not torch.allclose(F.layer_norm(unscaled, (LLM_HIDDEN,)) * gain, features, atol=1e-3)
+    with pytest.raises(ValueError, match="output_norm"):
+        plain.match_output_scale(embeddings)
 
 
 def test_pad_to_window_matches_whisper_on_padded_audio():

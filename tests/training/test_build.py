@@ -218,3 +218,23 @@ def test_cli_help(capsys):
     with pytest.raises(SystemExit):
         build.main(["--llm", "x", "--speech_vocab_size", "0"])
     assert "--speech_vocab_size must be > 0" in capsys.readouterr().err
+
+
+def test_random_encoder_scale_settings_reach_the_checkpoint(tmp_path):
+    """--encoder_positional_scale / --encoder_output_norm are stored, and the output gain is the text
+    embeddings' RMS, so speech features enter the LLM at the scale of its token embeddings."""
+    llm_dir, _ = _hf_llm(tmp_path / "llm", True)
+    out = build.run(
+        build.BuildConfig(
+            llm=str(llm_dir),
+            output_dir=str(tmp_path / "out"),
+            **_small(encoder_positional_scale=0.1, encoder_output_norm=True),
+        )
+    )
+    model = from_pretrained(out).model
+    assert model.config.encoder["positional_scale"] == 0.1 and model.config.encoder["output_norm"] is True
+    rms = float(model.llm.get_input_embeddings().weight.pow(2).mean().sqrt())
+    assert_close(model.encoder.output_norm.weight, torch.full_like(model.encoder.output_norm.weight, rms))
+    with torch.no_grad():
+        feats, _ = model.encoder(torch.randn(1, 80, 200), torch.tensor([200]))
+    assert float(feats.pow(2).mean().sqrt()) == pytest.approx(rms, rel=1e-3)

@@ -86,6 +86,11 @@ class BuildConfig:
     encoder_pad_to_window: bool | None = arg(
         None, "pad windows to 30 s; None = true with --whisper, else false"
     )
+    encoder_positional_scale: float = arg(
+        1.0,
+        "multiplier of the encoder's sinusoidal positions (1 for Whisper weights; ~0.1 for a random encoder)",
+    )
+    encoder_output_norm: bool = arg(False, "LayerNorm on the adapter output (gain: the text embeddings' RMS)")
     downsample: int = arg(10, "adapter: encoder frames stacked per LLM position (50 Hz -> 5 Hz)")
     adapter_hidden: int = arg(2048, "adapter MLP hidden width")
     max_positions: int = arg(2048, "LLM sequence budget (appendix A: 2K)")
@@ -193,6 +198,8 @@ def run(cfg: BuildConfig) -> Path:
             downsample=cfg.downsample,
             adapter_hidden=cfg.adapter_hidden,
             pad_to_window=pad,
+            positional_scale=cfg.encoder_positional_scale,
+            output_norm=cfg.encoder_output_norm,
             **dims,
         ).to_dict()
 
@@ -218,6 +225,8 @@ def run(cfg: BuildConfig) -> Path:
     del llm
     if whisper_weights is not None:
         model.encoder.whisper.load_state_dict(whisper_weights)
+    if model.encoder is not None and model.encoder.output_norm is not None:
+        model.encoder.match_output_scale(model.llm.get_input_embeddings().weight)
     if srh_lm is not None:
         if is_tts_lm(srh_lm):
             load_into_srh(srh_lm, model.srh)

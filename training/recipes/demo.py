@@ -9,9 +9,14 @@ Stages (each skipped when its output exists, so an interrupted build continues):
   2. build     training.recipes.build: LLM + small Whisper-style encoder + SRH + codec
   3. text_llm  the base LLM M0: the tiny LLM trained on the text-only (T2T) version of the corpus
   4. srh       training.recipes.srh_pretrain, strategy frozen_backbone (T2M/S2M, appendix C)
-  5. cocktail  training.recipes.core_cocktail: CoM-Mixing stage 1, merge with M0, stage 2
-  6. gspo      training.recipes.gspo on the arithmetic questions, math-answer reward
-  7. export    the result in bf16 to --out (<= 30 MB), with the evaluation on the test split
+  5. ctc       training.recipes.encoder_ctc: the random Whisper encoder learns to hear (CTC on the
+               user transcripts); trained only through the LLM loss it collapses to a constant
+  6. align     adapter + LLM (Whisper encoder, SRH frozen, no speech loss) on S2T answers and STC
+               transcripts, so the LLM learns to read the encoder before the full mix
+  7. cocktail  training.recipes.core_cocktail: CoM-Mixing stage 1, merge with M0, stage 2 (the
+               Whisper encoder stays frozen)
+  8. gspo      training.recipes.gspo on the arithmetic questions, math-answer reward
+  9. export    the result in bf16 to --out (<= 30 MB), with the evaluation on the test split
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from training.cli import arg, parse_config, save_config
 
 log = logging.getLogger(__name__)
 
-STAGES = ("prepare", "build", "text_llm", "srh", "cocktail", "gspo", "export")
+STAGES = ("prepare", "build", "text_llm", "srh", "ctc", "align", "cocktail", "gspo", "export")
+ALIGN_FROZEN = ["encoder.whisper", "speech_grouping", "ungrouping", "srh"]  # align trains adapter + LLM
 
 
 @dataclass
@@ -50,9 +56,14 @@ class DemoConfig:
     encoder_state: int = arg(192, "audio encoder width")
     encoder_layers: int = arg(3, "audio encoder blocks")
     encoder_heads: int = arg(3, "audio encoder heads")
+    encoder_positional_scale: float = arg(0.1, "multiplier of the random encoder's sinusoidal positions")
+    encoder_output_norm: bool = arg(True, "LayerNorm on the adapter output at the text embeddings' scale")
     max_tokens: int = arg(6000, "padded LLM positions per batch")
     text_llm_steps: int = arg(600, "T2T pretraining steps of the base LLM")
     srh_steps: int = arg(600, "SRH pretraining steps")
+    ctc_steps: int = arg(3000, "CTC pretraining steps of the speech encoder (32 utterances each)")
+    align_steps: int = arg(400, "adapter + LLM alignment steps (S2T + STC transcripts)")
+    align_lr: float = arg(1e-3, "peak learning rate of the encoder alignment")
     stage1_steps: int = arg(3000, "Core-Cocktail stage 1 steps")
     stage2_steps: int = arg(800, "Core-Cocktail stage 2 steps")
     alpha: float = arg(0.5, "Core-Cocktail merge weight of M1")
@@ -117,7 +128,7 @@ def prepare(cfg: DemoConfig, work: Path) -> None:
 
 
 def run(cfg: DemoConfig) -> Path:
-    from training.recipes import build, core_cocktail, gspo, sft, srh_pretrain
+    from training.recipes import build, core_cocktail, encoder_ctc, gspo, sft, srh_pretrain
 
     torch.set_num_threads(cfg.threads)
     work = Path(cfg.work_dir)
@@ -147,6 +158,8 @@ def run(cfg: DemoConfig) -> Path:
                 encoder_heads=cfg.encoder_heads,
                 encoder_layers=cfg.encoder_layers,
                 adapter_hidden=cfg.llm_hidden,
+                encoder_positional_scale=cfg.encoder_positional_scale,
+                encoder_output_norm=cfg.encoder_output_norm,
                 name="drvoice-demo",
                 seed=cfg.seed,
             )
@@ -191,11 +204,50 @@ def run(cfg: DemoConfig) -> Path:
         )
     if stop == 3:
         return srh / "final"
+    ctc = work / "encoder_ctc"
+    if not _done(ctc / "final"):
+        align_init = work / "align_init"
+        if not _done(align_init):
+            prepare_alignment(srh / "final", align_init, cfg)
+        encoder_ctc.run(
+            encoder_ctc.EncoderCTCConfig(
+                init=str(align_init),
+                train_manifest=train,
+                validation_manifest=str(work / "validation.tokens.jsonl"),
+                output_dir=str(ctc),
+                mel_cache=mels,
+                max_steps=cfg.ctc_steps,
+                seed=cfg.seed,
+            )
+        )
+    if stop == 4:
+        return ctc / "final"
+    align = work / "align"
+    if not _done(align / "final"):
+        sft.run(
+            sft.SFTConfig(
+                init=str(ctc / "final"),
+                train_manifest=train,
+                output_dir=str(align),
+                mel_cache=mels,
+                modes=["S2T", "STC"],
+                freeze=ALIGN_FROZEN,
+                speech_loss_weight=0.0,
+                max_steps=cfg.align_steps,
+                max_tokens=cfg.max_tokens,
+                peak_lr=cfg.align_lr,
+                final_lr=cfg.align_lr / 10,
+                **common,
+            ),
+            desc="alignment (S2T + STC)",
+        )
+    if stop == 5:
+        return align / "final"
     cocktail = work / "cocktail"
     if not _done(cocktail / "stage2" / "final"):
         core_cocktail.run(
             core_cocktail.CoreCocktailConfig(
-                init=str(srh / "final"),
+                init=str(align / "final"),
                 base_llm=str(text_llm / "final"),
                 train_manifest=train,
                 output_dir=str(cocktail),
@@ -210,10 +262,11 @@ def run(cfg: DemoConfig) -> Path:
                 stage2_peak_lr=4e-4,
                 stage2_final_lr=4e-5,
                 max_tokens=cfg.max_tokens,
+                freeze=["encoder.whisper"],
                 **common,
             )
         )
-    if stop == 4:
+    if stop == 6:
         return cocktail / "stage2" / "final"
     rl = work / "gspo"
     if not _done(rl / "final"):
@@ -231,15 +284,45 @@ def run(cfg: DemoConfig) -> Path:
                 modes=["S2T", "S2M"],
                 group_size=4,
                 max_new_steps=60,
+                freeze=["encoder.whisper"],
                 max_steps=cfg.gspo_steps,
                 peak_lr=2e-5,
                 final_lr=2e-6,
                 **{**common, "save_every": 20, "log_every": 1},
             )
         )
-    if stop == 5:
+    if stop == 7:
         return rl / "final"
     return export(rl / "final", Path(cfg.out))
+
+
+def prepare_alignment(source: Path, out: Path, cfg: DemoConfig) -> Path:
+    """The align stage's starting point: `source` with the encoder settings of `cfg`, the adapter's output
+    gain matched to the (now trained) text embeddings.
+
+    A `built/` from before these settings existed gets them here: the positional scale is a number in
+    the config and a new output LayerNorm starts at its init, so the result equals a fresh build.
+    """
+    from dataclasses import replace
+
+    from core.checkpoint import from_pretrained, save_pretrained
+    from core.encoder import EncoderConfig
+    from core.model import DrVoiceModel
+
+    ckpt = from_pretrained(source)
+    enc = EncoderConfig.from_dict(ckpt.model.config.encoder)
+    enc = replace(enc, positional_scale=cfg.encoder_positional_scale, output_norm=cfg.encoder_output_norm)
+    config = replace(ckpt.model.config, encoder=enc.to_dict())
+    model = DrVoiceModel(config)
+    missing, unexpected = model.load_state_dict(ckpt.model.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("encoder.output_norm.") for k in missing):
+        raise RuntimeError(f"{source} does not fit the demo architecture: {missing[:5]} {unexpected[:5]}")
+    model.llm.tie_weights()
+    if model.encoder.output_norm is not None:
+        gain = model.encoder.match_output_scale(model.llm.get_input_embeddings().weight)
+        log.info("adapter output gain set to the text embeddings' RMS %.4f", gain)
+    extra = {**ckpt.extra, "recipe": "demo/prepare_alignment"}
+    return save_pretrained(out, model, ckpt.tokenizer, codec=ckpt.codec, extra=extra)
 
 
 def export(source: Path, out: Path) -> Path:

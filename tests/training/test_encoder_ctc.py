@@ -1,0 +1,63 @@
+"""CTC pretraining of the speech encoder (training/recipes/encoder_ctc.py)."""
+
+import pytest
+import torch
+
+from core.checkpoint import from_pretrained
+from training.metrics import read_metrics
+from training.recipes import encoder_ctc
+from training.recipes.encoder_ctc import ALPHABET, characters, greedy_decode
+
+
+def test_characters_and_greedy_decoding_by_hand():
+    assert characters("What's 2-3?") == [ALPHABET.index(c) + 1 for c in "what's"]  # digits dropped
+    assert characters("Day  after\nMonday.") == [ALPHABET.index(c) + 1 for c in "day after monday"]
+    assert characters("?!") == []
+    # best path a a _ b b _ b -> a b b (repeats merged, blanks separate the two b's)
+    path = [1, 1, 0, 2, 2, 0, 2]
+    log_probs = torch.full((len(path), 4), -10.0)
+    log_probs[torch.arange(len(path)), torch.tensor(path)] = 0.0
+    assert greedy_decode(log_probs) == [1, 2, 2]
+
+
+def test_ctc_teaches_the_encoder_to_spell_its_training_utterances(tiny_assets, tmp_path):
+    out = encoder_ctc.run(
+        encoder_ctc.EncoderCTCConfig(
+            init=str(tiny_assets.init),
+            train_manifest=str(tiny_assets.manifest),
+            validation_manifest=str(tiny_assets.manifest),
+            output_dir=str(tmp_path / "ctc"),
+            max_steps=150,
+            batch_size=4,
+            peak_lr=3e-3,
+            final_lr=1e-3,
+            eval_every=25,
+            log_every=5,
+        )
+    )
+    records = read_metrics(tmp_path / "ctc" / "metrics.jsonl")
+    losses = [r["loss"] for r in records]
+    cers = [r["cer"] for r in records if "cer" in r]
+    assert losses[-1] < 0.5 * losses[0]
+    assert cers[-1] < 0.2 and cers[-1] < cers[0] / 3, cers  # spells its training utterances
+    assert (tmp_path / "ctc" / "loss.png").is_file()
+
+    before, after = from_pretrained(tiny_assets.init).model, from_pretrained(out).model
+    changed = {n for n, p in after.named_parameters() if not torch.equal(p, before.get_parameter(n))}
+    assert changed and all(n.startswith("encoder.whisper.") for n in changed)  # adapter, LLM, SRH untouched
+    assert from_pretrained(out).extra["recipe"] == "encoder_ctc"
+
+
+def test_a_checkpoint_without_a_continuous_encoder_is_refused(tiny_assets, tmp_path):
+    from core.checkpoint import save_pretrained
+    from tests.core.conftest import make_model
+
+    ckpt = from_pretrained(tiny_assets.init)
+    model = make_model(ckpt.tokenizer, seed=1, speech_vocab=32, user_audio="discrete")
+    path = save_pretrained(tmp_path / "discrete", model, ckpt.tokenizer, codec=ckpt.codec)
+    with pytest.raises(ValueError, match="no continuous speech encoder"):
+        encoder_ctc.run(
+            encoder_ctc.EncoderCTCConfig(
+                init=str(path), train_manifest=str(tiny_assets.manifest), output_dir=str(tmp_path / "x")
+            )
+        )
