@@ -226,7 +226,14 @@ class Trainer:
         if self.ds is not None:
             self.ds.load_checkpoint(str(path / "deepspeed"), tag=DEEPSPEED_TAG)
         else:
-            self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+            try:
+                self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+            except ValueError as err:  # torch: "... parameter group that doesn't match the size ..."
+                raise RuntimeError(
+                    f"cannot resume from {path}: it was saved with a different set of trainable parameters "
+                    f"(did --freeze change?). Resume with the same settings, or start afresh with "
+                    f"--resume false or a new --output_dir ({err})"
+                ) from err
         self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
         meta = json.loads((path / "trainer.json").read_text())
         restore_rng(torch.load(path / "rng.pt", weights_only=True), _py_state_from_json(meta["python_rng"]))

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 
 from core.checkpoint import from_pretrained
@@ -70,3 +71,10 @@ def test_resume_after_interruption_gives_the_same_curve(tiny_assets, tmp_path):
     assert [s for s, _ in b] == list(range(1, 21))
     for (sa, la), (sb, lb) in zip(a, b, strict=True):
         assert sa == sb and abs(la - lb) < 1e-6, (sa, la, lb)
+
+
+def test_resuming_with_other_frozen_parameters_says_what_changed(tiny_assets, tmp_path):
+    out = tmp_path / "run"
+    sft.run(_cfg(tiny_assets, out, max_steps=10, modes=["S2T"]))  # leaves a state at step 10
+    with pytest.raises(RuntimeError, match="different set of trainable parameters"):
+        sft.run(_cfg(tiny_assets, out, max_steps=20, modes=["S2T"], freeze=["encoder.whisper"]))
