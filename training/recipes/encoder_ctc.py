@@ -12,6 +12,11 @@ to hear: a linear character classifier on its 50 Hz states, trained with CTC on 
 the user turns. The classifier is discarded; the checkpoint keeps the trained encoder. Greedy CTC
 character error rate on held-out items is logged (`metrics.jsonl`, `loss.png`).
 
+`--augment` perturbs every training utterance afresh (tempo 0.85-1.15 by resampling the time axis,
+a vocal-tract-length-like warp of the mel axis by 0.88-1.12, two time and two frequency masks), so
+that the encoder meets more "voices" than the corpus has; the classifier itself is saved as
+`ctc_head.safetensors` next to `final/` for later diagnosis.
+
 Batches hold items of near-equal length (sorted by length); each item is padded to the batch's
 longest with Whisper's silence value, which the few padded frames see through attention.
 """
@@ -26,6 +31,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from tqdm import tqdm
 
 from core.encoder import whisper_padding_value
@@ -53,6 +59,7 @@ class EncoderCTCConfig:
     final_lr: float = arg(1e-4, "learning rate at the last step (cosine)")
     warmup_fraction: float = arg(0.05, "linear warmup as a fraction of max_steps")
     grad_clip: float = arg(1.0, "max gradient norm")
+    augment: bool = arg(False, "tempo, mel-axis warp and SpecAugment masks on every training utterance")
     eval_every: int = arg(250, "steps between CER measurements")
     eval_items: int = arg(64, "validation utterances per CER measurement")
     log_every: int = arg(10, "steps between metric lines")
@@ -75,6 +82,34 @@ def greedy_decode(log_probs: torch.Tensor) -> list[int]:
     """Best path of one item (T, C): merge repeats, drop blanks."""
     best = log_probs.argmax(-1).tolist()
     return [c for i, c in enumerate(best) if c != 0 and (i == 0 or c != best[i - 1])]
+
+
+def augment_mel(mel: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A randomly perturbed copy of a (n_mels, F) log-mel: tempo, mel-axis warp, two time and two
+    frequency masks (filled with the utterance's mean)."""
+    n_mels, frames = mel.shape
+
+    def uniform(low: float, high: float) -> float:
+        return low + (high - low) * float(torch.rand((), generator=generator))
+
+    tempo = uniform(0.85, 1.15)  # > 1: faster speech, fewer frames
+    out = F.interpolate(mel[None], size=max(2, round(frames / tempo)), mode="linear", align_corners=True)[0]
+    warp = uniform(0.88, 1.12)  # bin i reads bin i * warp (a longer or shorter vocal tract)
+    source = (torch.arange(n_mels, dtype=torch.float32) * warp).clamp(max=n_mels - 1)
+    low = source.floor().long()
+    high = (low + 1).clamp(max=n_mels - 1)
+    frac = (source - low)[:, None]
+    out = out[low] * (1 - frac) + out[high] * frac
+    fill = out.mean()
+    for size, axis in ((10, 0), (10, 0), (20, 1), (20, 1)):
+        extent = out.shape[axis]
+        width = int(torch.randint(0, min(size, extent // 4) + 1, (), generator=generator))
+        start = int(torch.randint(0, extent - width + 1, (), generator=generator))
+        if axis == 0:
+            out[start : start + width] = fill
+        else:
+            out[:, start : start + width] = fill
+    return out
 
 
 def _utterances(manifest: str, cache: MelCache) -> list[tuple[torch.Tensor, list[int]]]:
@@ -125,7 +160,11 @@ def run(cfg: EncoderCTCConfig) -> Path:
     rng = random.Random(cfg.seed)
     metrics = MetricsLogger(out)
 
-    def forward(utts):
+    generator = torch.Generator().manual_seed(cfg.seed)
+
+    def forward(utts, train: bool = False):
+        if train and cfg.augment:
+            utts = [(augment_mel(mel, generator), target) for mel, target in utts]
         mels, lengths = _batch(utts)
         states = encoder._encode_windows(mels.to(encoder.whisper.conv1.weight.dtype))  # (B, T, d)
         return F.log_softmax(head(states).float(), -1), (lengths + 1) // 2
@@ -147,7 +186,7 @@ def run(cfg: EncoderCTCConfig) -> Path:
             order = list(range(len(batches)))
             rng.shuffle(order)
         utts = batches[order.pop()]
-        log_probs, frames = forward(utts)
+        log_probs, frames = forward(utts, train=True)
         targets = torch.tensor([c for _, t in utts for c in t])
         loss = F.ctc_loss(
             log_probs.transpose(0, 1),
@@ -169,7 +208,8 @@ def run(cfg: EncoderCTCConfig) -> Path:
             metrics.log(step, loss=loss, grad_norm=grad_norm, lr=scheduler.get_last_lr()[0], **record)
     metrics.plot(out / "loss.png", keys=("loss", "cer") if valid else ("loss",))
     metrics.close()
-    extra = {**ckpt.extra, "recipe": "encoder_ctc", "ctc_steps": cfg.max_steps}
+    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(out / "ctc_head.safetensors"))
+    extra = {**ckpt.extra, "recipe": "encoder_ctc", "ctc_steps": cfg.max_steps, "ctc_augment": cfg.augment}
     return save_pretrained(out / "final", ckpt.model.eval(), ckpt.tokenizer, codec=ckpt.codec, extra=extra)
 
 
