@@ -62,6 +62,9 @@ class DemoConfig:
     text_llm_steps: int = arg(600, "T2T pretraining steps of the base LLM")
     srh_steps: int = arg(600, "SRH pretraining steps")
     ctc_steps: int = arg(3000, "CTC pretraining steps of the speech encoder (32 utterances each)")
+    ctc_augment: bool = arg(
+        False, "tempo / mel-warp / SpecAugment on the CTC utterances (encoder_ctc --augment)"
+    )
     align_steps: int = arg(400, "adapter + LLM alignment steps (S2T + STC transcripts)")
     align_lr: float = arg(1e-3, "peak learning rate of the encoder alignment")
     stage1_steps: int = arg(3000, "Core-Cocktail stage 1 steps")
@@ -217,6 +220,7 @@ def run(cfg: DemoConfig) -> Path:
                 output_dir=str(ctc),
                 mel_cache=mels,
                 max_steps=cfg.ctc_steps,
+                augment=cfg.ctc_augment,
                 seed=cfg.seed,
             )
         )
