@@ -99,3 +99,17 @@ def test_augmented_ctc_still_learns_and_keeps_its_classifier(tiny_assets, tmp_pa
 
     head = load_file(str(tmp_path / "ctc" / "ctc_head.safetensors"))
     assert head["weight"].shape[0] == len(ALPHABET) + 1
+
+
+def test_a_rerun_starts_a_fresh_curve(tiny_assets, tmp_path):
+    cfg = encoder_ctc.EncoderCTCConfig(
+        init=str(tiny_assets.init),
+        train_manifest=str(tiny_assets.manifest),
+        output_dir=str(tmp_path / "ctc"),
+        max_steps=20,
+        batch_size=4,
+        log_every=5,
+    )
+    encoder_ctc.run(cfg)
+    encoder_ctc.run(cfg)
+    assert [r["step"] for r in read_metrics(tmp_path / "ctc" / "metrics.jsonl")] == [5, 10, 15, 20]

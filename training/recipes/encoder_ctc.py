@@ -159,6 +159,7 @@ def run(cfg: EncoderCTCConfig) -> Path:
     order: list[int] = []
     rng = random.Random(cfg.seed)
     metrics = MetricsLogger(out)
+    metrics.truncate_after(0)  # no resume: a rerun starts afresh and must not append to an old curve
 
     generator = torch.Generator().manual_seed(cfg.seed)
 
