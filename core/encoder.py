@@ -265,18 +265,15 @@ class SpeechEncoder(nn.Module):
             out_lengths (B,) long = num_output_frames(mel_lengths).
         """
         cfg = self.cfg
-        stacked, out_lengths = self.encode_frames(mels, mel_lengths, pad_to=cfg.downsample)
-        max_out = stacked.shape[1] // cfg.downsample
-        stacked = stacked.reshape(
-            len(out_lengths), max_out, cfg.downsample * cfg.n_audio_state
-        )  # (B, N, k*d)
+        states, frames = self.encode_frames(mels, mel_lengths, pad_to=cfg.downsample)
+        max_out = states.shape[1] // cfg.downsample
+        stacked = states.reshape(len(frames), max_out, cfg.downsample * cfg.n_audio_state)  # (B, N, k*d)
         features = self.adapter(stacked)  # (B, N, llm_hidden_size)
         if self.output_norm is not None:
             features = _layer_norm(self.output_norm, features)
-        out_lengths = [num_output_frames(int(n), cfg) for n in mel_lengths.tolist()]
-        out_lengths_t = torch.tensor(out_lengths, dtype=torch.long, device=features.device)
-        valid = torch.arange(max_out, device=features.device)[None, :] < out_lengths_t[:, None]  # (B, N)
-        return features * valid[..., None].to(features.dtype), out_lengths_t
+        out_lengths = (frames + cfg.downsample - 1) // cfg.downsample  # = num_output_frames(mel_lengths)
+        valid = torch.arange(max_out, device=features.device)[None, :] < out_lengths[:, None]  # (B, N)
+        return features * valid[..., None].to(features.dtype), out_lengths
 
     def encode_frames(
         self, mels: torch.Tensor, mel_lengths: torch.Tensor, pad_to: int = 1
