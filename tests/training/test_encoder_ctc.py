@@ -9,6 +9,21 @@ from training.recipes import encoder_ctc
 from training.recipes.encoder_ctc import ALPHABET, characters, greedy_decode
 
 
+def _cfg(assets, out, **kw):
+    """The recipe on the tiny assets' four utterances (train = validation: do they get spelled?)."""
+    base = dict(
+        init=str(assets.init),
+        train_manifest=str(assets.manifest),
+        validation_manifest=str(assets.manifest),
+        output_dir=str(out),
+        batch_size=4,
+        peak_lr=3e-3,
+        final_lr=1e-3,
+    )
+    base.update(kw)
+    return encoder_ctc.EncoderCTCConfig(**base)
+
+
 def test_characters_and_greedy_decoding_by_hand():
     assert characters("What's 2-3?") == [ALPHABET.index(c) + 1 for c in "what's"]  # digits dropped
     assert characters("Day  after\nMonday.") == [ALPHABET.index(c) + 1 for c in "day after monday"]
@@ -21,20 +36,7 @@ def test_characters_and_greedy_decoding_by_hand():
 
 
 def test_ctc_teaches_the_encoder_to_spell_its_training_utterances(tiny_assets, tmp_path):
-    out = encoder_ctc.run(
-        encoder_ctc.EncoderCTCConfig(
-            init=str(tiny_assets.init),
-            train_manifest=str(tiny_assets.manifest),
-            validation_manifest=str(tiny_assets.manifest),
-            output_dir=str(tmp_path / "ctc"),
-            max_steps=150,
-            batch_size=4,
-            peak_lr=3e-3,
-            final_lr=1e-3,
-            eval_every=25,
-            log_every=5,
-        )
-    )
+    out = encoder_ctc.run(_cfg(tiny_assets, tmp_path / "ctc", max_steps=150, eval_every=25, log_every=5))
     records = read_metrics(tmp_path / "ctc" / "metrics.jsonl")
     losses = [r["loss"] for r in records]
     cers = [r["cer"] for r in records if "cer" in r]
@@ -78,20 +80,7 @@ def test_augmentation_changes_tempo_and_spectrum_and_is_seeded():
 
 
 def test_augmented_ctc_still_learns_and_keeps_its_classifier(tiny_assets, tmp_path):
-    out = encoder_ctc.run(
-        encoder_ctc.EncoderCTCConfig(
-            init=str(tiny_assets.init),
-            train_manifest=str(tiny_assets.manifest),
-            validation_manifest=str(tiny_assets.manifest),
-            output_dir=str(tmp_path / "ctc"),
-            max_steps=200,
-            batch_size=4,
-            peak_lr=3e-3,
-            final_lr=1e-3,
-            eval_every=50,
-            augment=True,
-        )
-    )
+    out = encoder_ctc.run(_cfg(tiny_assets, tmp_path / "ctc", max_steps=200, eval_every=50, augment=True))
     cers = [r["cer"] for r in read_metrics(tmp_path / "ctc" / "metrics.jsonl") if "cer" in r]
     assert cers[-1] < 0.5 and cers[-1] < cers[0], cers
     assert from_pretrained(out).extra["ctc_augment"] is True
@@ -102,14 +91,7 @@ def test_augmented_ctc_still_learns_and_keeps_its_classifier(tiny_assets, tmp_pa
 
 
 def test_a_rerun_starts_a_fresh_curve(tiny_assets, tmp_path):
-    cfg = encoder_ctc.EncoderCTCConfig(
-        init=str(tiny_assets.init),
-        train_manifest=str(tiny_assets.manifest),
-        output_dir=str(tmp_path / "ctc"),
-        max_steps=20,
-        batch_size=4,
-        log_every=5,
-    )
+    cfg = _cfg(tiny_assets, tmp_path / "ctc", validation_manifest=None, max_steps=20, log_every=5)
     encoder_ctc.run(cfg)
     encoder_ctc.run(cfg)
     assert [r["step"] for r in read_metrics(tmp_path / "ctc" / "metrics.jsonl")] == [5, 10, 15, 20]
