@@ -65,20 +65,6 @@ def test_a_checkpoint_without_a_continuous_encoder_is_refused(tiny_assets, tmp_p
         )
 
 
-def test_augmentation_changes_tempo_and_spectrum_and_is_seeded():
-    from training.recipes.encoder_ctc import augment_mel
-
-    mel = torch.linspace(-1, 1, 80)[:, None] * torch.ones(80, 300) + torch.sin(torch.arange(300.0) / 7)
-    original = mel.clone()
-    outs = [augment_mel(mel, torch.Generator().manual_seed(s)) for s in range(6)]
-    again = augment_mel(mel, torch.Generator().manual_seed(0))
-    assert torch.equal(outs[0], again)  # same seed, same perturbation
-    assert all(o.shape[0] == 80 and 300 / 1.15 - 1 <= o.shape[1] <= 300 / 0.85 + 1 for o in outs)
-    assert len({o.shape[1] for o in outs}) > 1  # tempo varies
-    assert torch.isfinite(torch.stack([o[:, :200] for o in outs])).all()
-    assert torch.equal(mel, original)  # the cached features are never modified in place
-
-
 def test_augmented_ctc_still_learns_and_keeps_its_classifier(tiny_assets, tmp_path):
     out = encoder_ctc.run(_cfg(tiny_assets, tmp_path / "ctc", max_steps=200, eval_every=50, augment=True))
     cers = [r["cer"] for r in read_metrics(tmp_path / "ctc" / "metrics.jsonl") if "cer" in r]

@@ -78,3 +78,17 @@ def test_resuming_with_other_frozen_parameters_says_what_changed(tiny_assets, tm
     sft.run(_cfg(tiny_assets, out, max_steps=10, modes=["S2T"]))  # leaves a state at step 10
     with pytest.raises(RuntimeError, match="different set of trainable parameters"):
         sft.run(_cfg(tiny_assets, out, max_steps=20, modes=["S2T"], freeze=["encoder.whisper"]))
+
+
+def test_augment_perturbs_user_speech_on_every_access_and_keeps_the_plan(tiny_assets, tmp_path):
+    from training.recipes.common import build_dataset
+
+    ckpt = from_pretrained(tiny_assets.init)
+    args = (ckpt, str(tiny_assets.manifest), None, ["S2T"], None, 0)
+    plain, augmented = build_dataset(*args), build_dataset(*args, augment=True)
+    assert augmented.lengths == plain.lengths  # planned from the unperturbed shapes
+    first, second = augmented[0].mels[0], augmented[0].mels[0]
+    assert not (first.shape == second.shape and torch.equal(first, second))
+    assert torch.equal(plain[0].mels[0], plain[0].mels[0])  # without augment the features are stable
+    final = sft.run(_cfg(tiny_assets, tmp_path / "run", max_steps=3, modes=["S2T"], augment=True))
+    assert from_pretrained(final).extra["augment"] is True

@@ -22,6 +22,7 @@ from training.data import (
     SpeechTextDataset,
     read_manifest,
 )
+from training.data.augment import AugmentedMels
 from training.metrics import MetricsLogger
 from training.runtime import (
     Runtime,
@@ -80,10 +81,15 @@ def build_dataset(
     modes: list[str],
     ratios: dict[str, float] | None,
     seed: int,
+    augment: bool = False,
 ) -> SpeechTextDataset:
+    """CoM-Mixing dataset of a manifest; `augment` perturbs user log-mels afresh on every access
+    (`training.data.augment`; continuous user audio only)."""
     cfg = ckpt.model.config
     builder = SequenceBuilder(cfg, ckpt.tokenizer)
     features = MelCache(mel_cache, cfg.encoder["n_mels"]) if cfg.user_audio == "continuous" else None
+    if augment and features is not None:
+        features = AugmentedMels(features, seed=seed)
     mixing = CoMMixingConfig(modes=tuple(modes), ratios=ratios, seed=seed)
     return SpeechTextDataset(read_manifest(manifest), builder, features, mixing)
 

@@ -55,6 +55,7 @@ class CoreCocktailConfig:
     text_loss_weight: float = arg(1.0, "lambda of eq. (7)")
     speech_loss_weight: float = arg(1.0, "mu of eq. (7)")
     freeze: list[str] = arg([], "parameter prefixes to freeze in both stages")
+    augment: bool = arg(False, "perturb user log-mels afresh each time, in both stages (sft --augment)")
     seed: int = arg(0, "seeds data order")
     log_every: int = arg(10, "steps between metric lines")
     save_every: int = arg(200, "steps between resumable states")
@@ -99,6 +100,7 @@ class CoreCocktailConfig:
             text_loss_weight=self.text_loss_weight,
             speech_loss_weight=self.speech_loss_weight,
             freeze=self.freeze,
+            augment=self.augment,
             seed=self.seed + stage,
             log_every=self.log_every,
             save_every=self.save_every,

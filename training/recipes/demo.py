@@ -65,6 +65,9 @@ class DemoConfig:
     ctc_augment: bool = arg(
         False, "tempo / mel-warp / SpecAugment on the CTC utterances (encoder_ctc --augment)"
     )
+    speech_augment: bool = arg(
+        False, "the same perturbations of user speech in the align and cocktail stages (sft --augment)"
+    )
     align_steps: int = arg(400, "adapter + LLM alignment steps (S2T + STC transcripts)")
     align_lr: float = arg(1e-3, "peak learning rate of the encoder alignment")
     stage1_steps: int = arg(3000, "Core-Cocktail stage 1 steps")
@@ -236,6 +239,7 @@ def run(cfg: DemoConfig) -> Path:
                 mel_cache=mels,
                 modes=["S2T", "STC"],
                 freeze=ALIGN_FROZEN,
+                augment=cfg.speech_augment,
                 speech_loss_weight=0.0,
                 max_steps=cfg.align_steps,
                 max_tokens=cfg.max_tokens,
@@ -267,6 +271,7 @@ def run(cfg: DemoConfig) -> Path:
                 stage2_final_lr=4e-5,
                 max_tokens=cfg.max_tokens,
                 freeze=["encoder.whisper"],
+                augment=cfg.speech_augment,
                 **common,
             )
         )

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from core.encoder import whisper_padding_value
 from training.cli import arg, parse_config, save_config
 from training.data import MelCache, read_manifest
+from training.data.augment import augment_mel
 from training.eval.scoring import edit_distance
 from training.metrics import MetricsLogger
 from training.schedule import build_scheduler
@@ -82,34 +83,6 @@ def greedy_decode(log_probs: torch.Tensor) -> list[int]:
     """Best path of one item (T, C): merge repeats, drop blanks."""
     best = log_probs.argmax(-1).tolist()
     return [c for i, c in enumerate(best) if c != 0 and (i == 0 or c != best[i - 1])]
-
-
-def augment_mel(mel: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """A randomly perturbed copy of a (n_mels, F) log-mel: tempo, mel-axis warp, two time and two
-    frequency masks (filled with the utterance's mean)."""
-    n_mels, frames = mel.shape
-
-    def uniform(low: float, high: float) -> float:
-        return low + (high - low) * float(torch.rand((), generator=generator))
-
-    tempo = uniform(0.85, 1.15)  # > 1: faster speech, fewer frames
-    out = F.interpolate(mel[None], size=max(2, round(frames / tempo)), mode="linear", align_corners=True)[0]
-    warp = uniform(0.88, 1.12)  # bin i reads bin i * warp (a longer or shorter vocal tract)
-    source = (torch.arange(n_mels, dtype=torch.float32) * warp).clamp(max=n_mels - 1)
-    low = source.floor().long()
-    high = (low + 1).clamp(max=n_mels - 1)
-    frac = (source - low)[:, None]
-    out = out[low] * (1 - frac) + out[high] * frac
-    fill = out.mean()
-    for size, axis in ((10, 0), (10, 0), (20, 1), (20, 1)):
-        extent = out.shape[axis]
-        width = int(torch.randint(0, min(size, extent // 4) + 1, (), generator=generator))
-        start = int(torch.randint(0, extent - width + 1, (), generator=generator))
-        if axis == 0:
-            out[start : start + width] = fill
-        else:
-            out[:, start : start + width] = fill
-    return out
 
 
 def _utterances(manifest: str, cache: MelCache) -> list[tuple[torch.Tensor, list[int]]]:

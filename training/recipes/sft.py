@@ -51,6 +51,7 @@ class SFTConfig:
     text_loss_weight: float = arg(1.0, "lambda of eq. (7)")
     speech_loss_weight: float = arg(1.0, "mu of eq. (7)")
     freeze: list[str] = arg([], "parameter prefixes to freeze: encoder, encoder.whisper, llm, srh, ...")
+    augment: bool = arg(False, "perturb user log-mels afresh each time (tempo, mel warp, SpecAugment masks)")
     seed: int = arg(0, "seeds data order and initialisation")
     log_every: int = arg(10, "steps between metric lines")
     save_every: int = arg(200, "steps between resumable states")
@@ -84,7 +85,9 @@ def run(cfg: SFTConfig, desc: str = "sft") -> Path | None:
     trainable, frozen = freeze(model, cfg.freeze)
     log.info("trainable parameters %d, frozen %d", trainable, frozen)
 
-    dataset = build_dataset(ckpt, cfg.train_manifest, cfg.mel_cache, cfg.modes, cfg.mode_ratios, cfg.seed)
+    dataset = build_dataset(
+        ckpt, cfg.train_manifest, cfg.mel_cache, cfg.modes, cfg.mode_ratios, cfg.seed, cfg.augment
+    )
     sampler = LengthBucketSampler(
         dataset.lengths,
         cfg.max_tokens,
@@ -123,7 +126,10 @@ def run(cfg: SFTConfig, desc: str = "sft") -> Path | None:
         desc,
     )
     return save_final(
-        out / "final", ckpt, runtime, {"recipe": desc, "init": cfg.init, "steps": cfg.max_steps}
+        out / "final",
+        ckpt,
+        runtime,
+        {"recipe": desc, "init": cfg.init, "steps": cfg.max_steps, "augment": cfg.augment},
     )
 
 
