@@ -81,3 +81,19 @@ def test_a_rerun_starts_a_fresh_curve(tiny_assets, tmp_path):
     encoder_ctc.run(cfg)
     encoder_ctc.run(cfg)
     assert [r["step"] for r in read_metrics(tmp_path / "ctc" / "metrics.jsonl")] == [5, 10, 15, 20]
+
+
+def test_recordings_longer_than_one_encoder_window_are_left_out_with_a_warning(tiny_assets, caplog):
+    from training.data import MelCache, read_manifest
+    from training.recipes.encoder_ctc import _utterances
+
+    cache = MelCache(None, 80)
+    items = [i for i in read_manifest(tiny_assets.manifest) if i.audio]
+    frames = sorted({cache.frames(i.audio) for i in items})
+    assert len(frames) > 1  # the fixture's recordings differ in length
+    everything = _utterances(str(tiny_assets.manifest), cache, max_frames=frames[-1])
+    with caplog.at_level("WARNING"):
+        short = _utterances(str(tiny_assets.manifest), cache, max_frames=frames[-1] - 1)
+    assert 0 < len(short) < len(everything)
+    assert all(mel.shape[-1] < frames[-1] for mel, _ in short)
+    assert f"{len(everything) - len(short)} recordings over {frames[-1] - 1} mel frames" in caplog.text

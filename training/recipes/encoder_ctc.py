@@ -19,6 +19,7 @@ that the encoder meets more "voices" than the corpus has; the classifier itself 
 
 Batches hold items of near-equal length (sorted by length); each item is padded to the batch's
 longest with Whisper's silence value, which the few padded frames see through attention.
+Recordings longer than one encoder window (30 s for real Whisper) are left out with a warning.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from tqdm import tqdm
 from core.encoder import whisper_padding_value
 from training.cli import arg, parse_config, save_config
 from training.data import MelCache, read_manifest
-from training.data.augment import augment_mel
+from training.data.augment import TEMPO, augment_mel
 from training.eval.scoring import edit_distance
 from training.metrics import MetricsLogger
 from training.schedule import build_scheduler
@@ -85,15 +86,28 @@ def greedy_decode(log_probs: torch.Tensor) -> list[int]:
     return [c for i, c in enumerate(best) if c != 0 and (i == 0 or c != best[i - 1])]
 
 
-def _utterances(manifest: str, cache: MelCache) -> list[tuple[torch.Tensor, list[int]]]:
-    seen, out = set(), []
+def _utterances(manifest: str, cache: MelCache, max_frames: int) -> list[tuple[torch.Tensor, list[int]]]:
+    """(log-mel, characters) of each distinct user recording with a transcript; recordings longer
+    than `max_frames` (one encoder window) are left out and counted in a warning."""
+    seen, out, too_long = set(), [], 0
     for item in read_manifest(manifest):
         if not item.audio or not item.text or item.audio in seen:
             continue
         seen.add(item.audio)
         target = characters(item.text)
-        if target:
-            out.append((cache.get(item.audio), target))
+        if not target:
+            continue
+        if cache.frames(item.audio) > max_frames:
+            too_long += 1
+            continue
+        out.append((cache.get(item.audio), target))
+    if too_long:
+        log.warning(
+            "%s: %d recordings over %d mel frames (one encoder window) left out",
+            manifest,
+            too_long,
+            max_frames,
+        )
     return out
 
 
@@ -121,8 +135,15 @@ def run(cfg: EncoderCTCConfig) -> Path:
     if encoder is None:
         raise ValueError(f"{cfg.init} has no continuous speech encoder (user_audio is discrete)")
     cache = MelCache(cfg.mel_cache, encoder.cfg.n_mels)
-    train = sorted(_utterances(cfg.train_manifest, cache), key=lambda u: u[0].shape[-1])
-    valid = _utterances(cfg.validation_manifest, cache)[: cfg.eval_items] if cfg.validation_manifest else []
+    window = encoder.cfg.window_mel_frames
+    # slowed down by tempo augmentation, an utterance may grow by 1 / TEMPO[0]
+    longest = int(window * TEMPO[0]) if cfg.augment else window
+    train = sorted(_utterances(cfg.train_manifest, cache, longest), key=lambda u: u[0].shape[-1])
+    valid = (
+        _utterances(cfg.validation_manifest, cache, window)[: cfg.eval_items]
+        if cfg.validation_manifest
+        else []
+    )
     log.info("CTC on %d training utterances, CER on %d", len(train), len(valid))
     head = torch.nn.Linear(encoder.cfg.n_audio_state, len(ALPHABET) + 1)
     params = list(encoder.whisper.parameters()) + list(head.parameters())
