@@ -16,7 +16,15 @@ import soundfile as sf
 
 from training.data.qa_domain import INTENTS, INTENTS_BY_NAME, combo_key, render
 from training.data.synth import SIZES, SynthConfig, main, plan_corpus, plan_splits
-from training.data.tts import ASSISTANT_VOICE, USER_VOICES, Prosody, speak_assistant, spoken_form, synthesize
+from training.data.tts import (
+    ASSISTANT_VOICE,
+    EXTRA_TRAIN_VOICES,
+    USER_VOICES,
+    Prosody,
+    speak_assistant,
+    spoken_form,
+    synthesize,
+)
 from training.eval.scoring import contains_answer
 
 needs_tts = pytest.mark.skipif(
@@ -166,6 +174,34 @@ def test_config_errors_name_the_flag():
         SynthConfig(out="x", heldout_voices=("flite-slt",))  # the assistant voice is not a user voice
     with pytest.raises(ValueError, match="--heldout-voices"):
         SynthConfig(out="x", heldout_voices=tuple(v.name for v in USER_VOICES))
+    with pytest.raises(ValueError, match="--heldout-voices"):  # extra voices are training-only
+        SynthConfig(out="x", heldout_voices=(EXTRA_TRAIN_VOICES[0].name,))
+    with pytest.raises(ValueError, match="--extra-voice-copies"):
+        SynthConfig(out="x", extra_voice_copies=-1)
+
+
+def test_extra_voice_copies_add_training_voices_and_leave_the_splits_alone():
+    base = SynthConfig(out="unused", per_intent=12, eval_per_intent=4, multiturn=4)
+    plain = plan_corpus(base)
+    extra = plan_corpus(SynthConfig(**{**base.__dict__, "extra_voice_copies": 2}))
+    assert "train_extra" not in plain.splits
+    for split in ("train", "validation", "test"):
+        assert extra.splits[split] == plain.splits[split]  # nothing planned before changes
+    assert extra.multiturn == plain.multiturn
+    train, copies = plain.splits["train"], extra.splits["train_extra"]
+    assert len(copies) == 2 * len(train)
+    by_id = {r["id"]: r for r in train}
+    extra_names = {v.name for v in EXTRA_TRAIN_VOICES}
+    for copy in copies:
+        source = by_id[copy["id"].rsplit("-x", 1)[0]]
+        assert {k: v for k, v in copy.items() if k not in ("id", "audio", "voice", "prosody")} == {
+            k: v for k, v in source.items() if k not in ("id", "audio", "voice", "prosody")
+        }
+        assert copy["voice"] in extra_names and copy["audio"].startswith("audio/train_extra/")
+    assert {c["voice"] for c in copies} == extra_names  # balanced: every extra voice speaks
+    assert len({c["audio"] for c in copies}) == len(copies)
+    heldout = set(base.heldout_voices)
+    assert not heldout & {r["voice"] for r in train + copies}
 
 
 # ---------------------------------------------------------------------------------- rendering
@@ -173,7 +209,7 @@ def test_config_errors_name_the_flag():
 
 @needs_tts
 def test_every_voice_renders_16k_mono():
-    for voice in USER_VOICES:
+    for voice in USER_VOICES + EXTRA_TRAIN_VOICES:
         for prosody in (Prosody(), Prosody(rate=1.2, pitch=0.9)):
             wav = synthesize("What is three plus four?", voice, prosody)
             assert wav.sample_rate == 16000 and wav.samples.ndim == 1 and wav.samples.dtype == np.float32
@@ -199,7 +235,11 @@ def test_build_small_corpus(tmp_path):
 
     out = tmp_path / "corpus"
     argv = ["--out", str(out), "--limit", "3", "--multiturn", "2", "--workers", "2", "--seed", "3"]
+    argv += ["--extra-voice-copies", "1"]
     summary = main(argv)
+    extra = read_manifest(out / "train_extra.jsonl")
+    assert len(extra) == 3 and all(i.audio.is_file() for i in extra)
+    assert summary["counts"]["train_extra"]["items"] == 3
     for split in ("train", "validation", "test"):
         records = [json.loads(line) for line in (out / f"{split}.jsonl").read_text().splitlines()]
         assert len(records) == 3 and summary["counts"][split]["items"] == 3

@@ -4,6 +4,8 @@
 
 Output folder:
     train.jsonl, validation.jsonl, test.jsonl   one sample per line (format below)
+    train_extra.jsonl                           with --extra-voice-copies N: every train item again,
+                                                N times, by more espeak-ng voices (training only)
     multiturn.jsonl                             a few conversations (history filled), key "split"
     corpus.json                                 summary: counts per split / category / voice, held-outs
     audio/<split>/<id>_<hash>.wav               user questions, 16 kHz mono PCM-16
@@ -238,6 +240,13 @@ def parse_args(argv: Sequence[str] | None = None) -> SynthConfig:
         + ", ".join(v.name for v in USER_VOICES),
     )
     parser.add_argument("--heldout-combo-fraction", type=float, default=SynthConfig.heldout_combo_fraction)
+    parser.add_argument(
+        "--extra-voice-copies",
+        type=int,
+        default=0,
+        help="render every train item N more times by extra espeak-ng voices (train_extra.jsonl); "
+        "validation, test and the held-out voices are unchanged",
+    )
     args = parser.parse_args(argv)
     per_intent, eval_per_intent, multiturn = SIZES[args.size]
     try:
@@ -250,6 +259,7 @@ def parse_args(argv: Sequence[str] | None = None) -> SynthConfig:
             multiturn=args.multiturn if args.multiturn is not None else multiturn,
             heldout_voices=tuple(v.strip() for v in args.heldout_voices.split(",") if v.strip()),
             heldout_combo_fraction=args.heldout_combo_fraction,
+            extra_voice_copies=args.extra_voice_copies,
             workers=args.workers,
             limit=args.limit,
         )

@@ -21,9 +21,10 @@ from training.data.qa_domain import (
     conversation,
     render,
 )
-from training.data.tts import ASSISTANT_VOICE, USER_VOICES, VOICES
+from training.data.tts import ASSISTANT_VOICE, EXTRA_TRAIN_VOICES, USER_VOICES
 
 SPLITS = ("train", "validation", "test")
+EXTRA_SPLIT = "train_extra"  # more training voices (SynthConfig.extra_voice_copies); never evaluated
 SIZES = {  # preset: (train items per intent, validation/test items per intent, train conversations)
     "small": (40, 8, 20),
     "full": (400, 40, 200),
@@ -44,11 +45,13 @@ class SynthConfig:
     rate_range: tuple[float, float] = (0.85, 1.2)  # user speaking-rate factor, uniform
     pitch_range: tuple[float, float] = (0.88, 1.12)  # user pitch factor, uniform
     peak_range: tuple[float, float] = (0.35, 0.95)  # user peak level after normalisation, uniform
+    extra_voice_copies: int = 0  # extra renderings of each train item by EXTRA_TRAIN_VOICES (train_extra)
     workers: int = 2  # parallel TTS processes
     limit: int | None = None  # keep only the first N items (and conversations) of each split
 
     def __post_init__(self) -> None:
-        unknown = [v for v in self.heldout_voices if v not in VOICES or v == ASSISTANT_VOICE.name]
+        user_voices = {v.name for v in USER_VOICES}
+        unknown = [v for v in self.heldout_voices if v not in user_voices]
         if unknown:
             names = ", ".join(v.name for v in USER_VOICES)
             raise ValueError(f"--heldout-voices: unknown user voice(s) {unknown}; choose from {names}")
@@ -58,6 +61,8 @@ class SynthConfig:
             raise ValueError("--per-intent and --eval-per-intent must be >= 1")
         if not 0.0 < self.heldout_combo_fraction < 0.5:
             raise ValueError("--heldout-combo-fraction must be in (0, 0.5)")
+        if self.extra_voice_copies < 0:
+            raise ValueError("--extra-voice-copies must be >= 0")
         if self.workers < 1:
             raise ValueError("--workers must be >= 1")
         if self.limit is not None and self.limit < 1:
@@ -278,4 +283,20 @@ def plan_corpus(config: SynthConfig) -> CorpusPlan:
             items, conversations = items[: config.limit], conversations[: config.limit]
         corpus.splits[split] = items
         corpus.multiturn.extend(conversations)
+    if config.extra_voice_copies:
+        corpus.splits[EXTRA_SPLIT] = _extra_train_items(config, corpus.splits["train"])
     return corpus
+
+
+def _extra_train_items(config: SynthConfig, train: list[dict]) -> list[dict]:
+    """`extra_voice_copies` more renderings of every train item, each by one of EXTRA_TRAIN_VOICES
+    with its own prosody; ids `<train id>-x<copy>`, otherwise the item unchanged."""
+    rng = random.Random(f"{config.seed}:items:{EXTRA_SPLIT}")
+    voices = _balanced(rng, [v.name for v in EXTRA_TRAIN_VOICES])
+    items = []
+    for copy in range(1, config.extra_voice_copies + 1):
+        for item in train:
+            item_id, voice, prosody = f"{item['id']}-x{copy}", next(voices), _prosody(rng, config)
+            audio = _user_audio_path(EXTRA_SPLIT, item_id, item["text"], voice, prosody)
+            items.append({**item, "id": item_id, "audio": audio, "voice": voice, "prosody": prosody})
+    return items

@@ -62,8 +62,25 @@ USER_VOICES: tuple[Voice, ...] = (
     Voice("espeak-en-029", "espeak-ng", "en-029"),
     Voice("espeak-en-us+f4", "espeak-ng", "en-us+f4"),
 )
+# more espeak-ng variants and accents, only for extra training renderings (`--extra-voice-copies`):
+# they widen the range of training speakers without touching the splits planned from USER_VOICES
+EXTRA_TRAIN_VOICES: tuple[Voice, ...] = tuple(
+    Voice(f"espeak-{v}", "espeak-ng", v)
+    for v in (
+        "en+m1",
+        "en+m2",
+        "en+m5",
+        "en+m7",
+        "en+f1",
+        "en+f3",
+        "en+f5",
+        "en-gb-x-rp+m4",
+        "en-us-nyc+f3",
+        "en-us+m6",
+    )
+)
 ASSISTANT_VOICE = Voice("flite-slt", "flite", "slt", vary=False)
-VOICES = {v.name: v for v in (*USER_VOICES, ASSISTANT_VOICE)}
+VOICES = {v.name: v for v in (*USER_VOICES, *EXTRA_TRAIN_VOICES, ASSISTANT_VOICE)}
 
 ESPEAK_DEFAULT_WPM = 175  # espeak-ng's default speaking rate (words per minute)
 ESPEAK_DEFAULT_PITCH = 50  # espeak-ng's default pitch (0..99)
