@@ -6,6 +6,8 @@
 Stages (each skipped when its output exists, so an interrupted build continues):
   1. prepare   text tokenizer (byte-level BPE on the corpus), a random tiny Qwen2 LLM, the units
                codec fitted on the assistant voice (train split), reply tokens + user log-mels
+               (--extra_voices: also of train_extra, the train items spoken by more voices, which
+               the ctc, align and cocktail stages then train on as well)
   2. build     training.recipes.build: LLM + small Whisper-style encoder + SRH + codec
   3. text_llm  the base LLM M0: the tiny LLM trained on the text-only (T2T) version of the corpus
   4. srh       training.recipes.srh_pretrain, strategy frozen_backbone (T2M/S2M, appendix C)
@@ -35,6 +37,7 @@ from training.cli import arg, parse_config, save_config
 log = logging.getLogger(__name__)
 
 STAGES = ("prepare", "build", "text_llm", "srh", "ctc", "align", "cocktail", "gspo", "export")
+SPEECH_TRAIN = "speech_train.tokens.jsonl"  # --extra_voices: train + train_extra
 ALIGN_FROZEN = ["encoder.whisper", "speech_grouping", "ungrouping", "srh"]  # align trains adapter + LLM
 
 
@@ -68,6 +71,11 @@ class DemoConfig:
     speech_augment: bool = arg(
         False, "the same perturbations of user speech in the align and cocktail stages (sft --augment)"
     )
+    extra_voices: bool = arg(
+        False,
+        "ctc, align and cocktail also train on the corpus's train_extra.jsonl "
+        "(training.data.synth --extra-voice-copies)",
+    )
     align_steps: int = arg(400, "adapter + LLM alignment steps (S2T + STC transcripts)")
     align_lr: float = arg(1e-3, "peak learning rate of the encoder alignment")
     stage1_steps: int = arg(3000, "Core-Cocktail stage 1 steps")
@@ -94,6 +102,7 @@ def prepare(cfg: DemoConfig, work: Path) -> None:
     from core.srh import build_transformers_config
     from core.text_tokenizer import train_bpe_tokenizer
     from training.data import MelCache, read_manifest, write_manifest
+    from training.data.synth_plan import EXTRA_SPLIT
     from training.data.tokenize import precompute_mels, tokenize_manifest
 
     corpus = Path(cfg.corpus)
@@ -124,13 +133,24 @@ def prepare(cfg: DemoConfig, work: Path) -> None:
         codec.save(codec_dir)
     codec = UnitsCodec.load(codec_dir)
     cache = MelCache(work / "mels", 80)
-    for split in ("train", "validation", "test", "multiturn"):
+    splits = ["train", "validation", "test", "multiturn"]
+    if cfg.extra_voices:
+        if not (corpus / f"{EXTRA_SPLIT}.jsonl").is_file():
+            raise FileNotFoundError(
+                f"--extra_voices: {corpus / EXTRA_SPLIT}.jsonl is missing; build the corpus with "
+                "python -m training.data.synth --extra-voice-copies 1 (existing files are kept)"
+            )
+        splits.append(EXTRA_SPLIT)
+    for split in splits:
         target = work / f"{split}.tokens.jsonl"
         if target.is_file():
             continue
         items = tokenize_manifest(read_manifest(corpus / f"{split}.jsonl"), codec, progress=True)
         precompute_mels(items, cache, progress=True)
         write_manifest(items, target)
+    if cfg.extra_voices:  # the speech stages' manifest: every train item, then its extra renderings
+        parts = [(work / f"{s}.tokens.jsonl").read_text() for s in ("train", EXTRA_SPLIT)]
+        (work / SPEECH_TRAIN).write_text("".join(parts))
 
 
 def run(cfg: DemoConfig) -> Path:
@@ -142,6 +162,7 @@ def run(cfg: DemoConfig) -> Path:
     save_config(cfg, work / "demo.yaml")
     stop = STAGES.index(cfg.stop_after)
     train, mels = str(work / "train.tokens.jsonl"), str(work / "mels")
+    speech_train = str(work / SPEECH_TRAIN) if cfg.extra_voices else train  # ctc, align, cocktail
     common = dict(precision="fp32", device="cpu", seed=cfg.seed, log_every=10, save_every=200)
 
     prepare(cfg, work)
@@ -218,7 +239,7 @@ def run(cfg: DemoConfig) -> Path:
         encoder_ctc.run(
             encoder_ctc.EncoderCTCConfig(
                 init=str(align_init),
-                train_manifest=train,
+                train_manifest=speech_train,
                 validation_manifest=str(work / "validation.tokens.jsonl"),
                 output_dir=str(ctc),
                 mel_cache=mels,
@@ -234,7 +255,7 @@ def run(cfg: DemoConfig) -> Path:
         sft.run(
             sft.SFTConfig(
                 init=str(ctc / "final"),
-                train_manifest=train,
+                train_manifest=speech_train,
                 output_dir=str(align),
                 mel_cache=mels,
                 modes=["S2T", "STC"],
@@ -257,7 +278,7 @@ def run(cfg: DemoConfig) -> Path:
             core_cocktail.CoreCocktailConfig(
                 init=str(align / "final"),
                 base_llm=str(text_llm / "final"),
-                train_manifest=train,
+                train_manifest=speech_train,
                 output_dir=str(cocktail),
                 mel_cache=mels,
                 modes=list(MODE_NAMES),
