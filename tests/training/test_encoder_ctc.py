@@ -1,5 +1,7 @@
 """CTC pretraining of the speech encoder (training/recipes/encoder_ctc.py)."""
 
+import json
+
 import pytest
 import torch
 
@@ -43,6 +45,9 @@ def test_ctc_teaches_the_encoder_to_spell_its_training_utterances(tiny_assets, t
     assert losses[-1] < 0.5 * losses[0]
     assert cers[-1] < 0.2 and cers[-1] < cers[0] / 3, cers  # spells its training utterances
     assert (tmp_path / "ctc" / "loss.png").is_file()
+    by_voice = json.loads((tmp_path / "ctc" / "cer_by_voice.json").read_text())
+    assert sum(r["utterances"] for r in by_voice.values()) == 4  # every validation utterance
+    assert all(0 <= r["cer"] < 0.2 for r in by_voice.values())
 
     before, after = from_pretrained(tiny_assets.init).model, from_pretrained(out).model
     changed = {n for n, p in after.named_parameters() if not torch.equal(p, before.get_parameter(n))}
@@ -95,5 +100,16 @@ def test_recordings_longer_than_one_encoder_window_are_left_out_with_a_warning(t
     with caplog.at_level("WARNING"):
         short = _utterances(str(tiny_assets.manifest), cache, max_frames=frames[-1] - 1)
     assert 0 < len(short) < len(everything)
-    assert all(mel.shape[-1] < frames[-1] for mel, _ in short)
+    assert all(u.mel.shape[-1] < frames[-1] for u in short)
     assert f"{len(everything) - len(short)} recordings over {frames[-1] - 1} mel frames" in caplog.text
+
+
+def test_cer_by_voice_by_hand():
+    from training.recipes.encoder_ctc import Utterance, cer_by_voice
+
+    mel = torch.zeros(80, 10)
+    utts = [Utterance(mel, [1, 2, 3, 4], "b"), Utterance(mel, [1, 2], "a"), Utterance(mel, [5] * 6, "b")]
+    table = cer_by_voice(utts, [1, 0, 2])
+    assert list(table) == ["a", "b"]
+    assert table["a"] == {"cer": 0.0, "characters": 2, "utterances": 1}
+    assert table["b"] == {"cer": 0.3, "characters": 10, "utterances": 2}  # (1 + 2) / (4 + 6)

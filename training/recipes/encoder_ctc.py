@@ -15,7 +15,9 @@ character error rate on held-out items is logged (`metrics.jsonl`, `loss.png`).
 `--augment` perturbs every training utterance afresh (tempo 0.85-1.15 by resampling the time axis,
 a vocal-tract-length-like warp of the mel axis by 0.88-1.12, two time and two frequency masks), so
 that the encoder meets more "voices" than the corpus has; the classifier itself is saved as
-`ctc_head.safetensors` next to `final/` for later diagnosis.
+`ctc_head.safetensors` next to `final/` for later diagnosis. At the end the character error rate
+on every validation utterance is written per voice to `cer_by_voice.json` (held-out voices show how
+far the encoder generalises).
 
 Batches hold items of near-equal length (sorted by length); each item is padded to the batch's
 longest with Whisper's silence value, which the few padded frames see through attention.
@@ -24,11 +26,13 @@ Recordings longer than one encoder window (30 s for real Whisper) are left out w
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -86,7 +90,13 @@ def greedy_decode(log_probs: torch.Tensor) -> list[int]:
     return [c for i, c in enumerate(best) if c != 0 and (i == 0 or c != best[i - 1])]
 
 
-def _utterances(manifest: str, cache: MelCache, max_frames: int) -> list[tuple[torch.Tensor, list[int]]]:
+class Utterance(NamedTuple):
+    mel: torch.Tensor  # (n_mels, F) log-mel
+    target: list[int]  # characters (1-based ALPHABET indices)
+    voice: str  # the manifest's voice name ("" when it has none)
+
+
+def _utterances(manifest: str, cache: MelCache, max_frames: int) -> list[Utterance]:
     """(log-mel, characters) of each distinct user recording with a transcript; recordings longer
     than `max_frames` (one encoder window) are left out and counted in a warning."""
     seen, out, too_long = set(), [], 0
@@ -100,7 +110,7 @@ def _utterances(manifest: str, cache: MelCache, max_frames: int) -> list[tuple[t
         if cache.frames(item.audio) > max_frames:
             too_long += 1
             continue
-        out.append((cache.get(item.audio), target))
+        out.append(Utterance(cache.get(item.audio), target, item.voice or ""))
     if too_long:
         log.warning(
             "%s: %d recordings over %d mel frames (one encoder window) left out",
@@ -111,16 +121,34 @@ def _utterances(manifest: str, cache: MelCache, max_frames: int) -> list[tuple[t
     return out
 
 
-def _batch(utts: list[tuple[torch.Tensor, list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
+def cer_by_voice(utts: list[Utterance], errors: list[int]) -> dict[str, dict]:
+    """{voice: {"cer", "characters", "utterances"}}, voices sorted by name ("" = unnamed)."""
+    table: dict[str, dict] = {}
+    for u, e in zip(utts, errors, strict=True):
+        row = table.setdefault(u.voice, {"errors": 0, "characters": 0, "utterances": 0})
+        row["errors"] += e
+        row["characters"] += len(u.target)
+        row["utterances"] += 1
+    return {
+        v: {
+            "cer": r["errors"] / max(r["characters"], 1),
+            "characters": r["characters"],
+            "utterances": r["utterances"],
+        }
+        for v, r in sorted(table.items())
+    }
+
+
+def _batch(utts: list[Utterance]) -> tuple[torch.Tensor, torch.Tensor]:
     """Mels padded with each item's silence value to the longest, and their lengths."""
-    longest = max(mel.shape[-1] for mel, _ in utts)
+    longest = max(u.mel.shape[-1] for u in utts)
     mels = torch.stack(
         [
             torch.cat([m, whisper_padding_value(m).expand(m.shape[0], longest - m.shape[-1])], -1)
-            for m, _ in utts
+            for m in (u.mel for u in utts)
         ]
     )
-    return mels, torch.tensor([m.shape[-1] for m, _ in utts])
+    return mels, torch.tensor([u.mel.shape[-1] for u in utts])
 
 
 def run(cfg: EncoderCTCConfig) -> Path:
@@ -139,11 +167,8 @@ def run(cfg: EncoderCTCConfig) -> Path:
     # slowed down by tempo augmentation, an utterance may grow by 1 / TEMPO[0]
     longest = int(window * TEMPO[0]) if cfg.augment else window
     train = sorted(_utterances(cfg.train_manifest, cache, longest), key=lambda u: u[0].shape[-1])
-    valid = (
-        _utterances(cfg.validation_manifest, cache, window)[: cfg.eval_items]
-        if cfg.validation_manifest
-        else []
-    )
+    every_valid = _utterances(cfg.validation_manifest, cache, window) if cfg.validation_manifest else []
+    valid = every_valid[: cfg.eval_items]
     log.info("CTC on %d training utterances, CER on %d", len(train), len(valid))
     head = torch.nn.Linear(encoder.cfg.n_audio_state, len(ALPHABET) + 1)
     params = list(encoder.whisper.parameters()) + list(head.parameters())
@@ -159,21 +184,21 @@ def run(cfg: EncoderCTCConfig) -> Path:
 
     def forward(utts, train: bool = False):
         if train and cfg.augment:
-            utts = [(augment_mel(mel, generator), target) for mel, target in utts]
+            utts = [u._replace(mel=augment_mel(u.mel, generator)) for u in utts]
         mels, lengths = _batch(utts)
         states = encoder._encode_windows(mels.to(encoder.whisper.conv1.weight.dtype))  # (B, T, d)
         return F.log_softmax(head(states).float(), -1), (lengths + 1) // 2
 
-    def cer() -> float:
+    def errors(utts: list[Utterance]) -> list[int]:
+        """Character edit distance of each utterance's greedy transcript."""
         encoder.eval()
-        errors = total = 0
         with torch.no_grad():
-            for mel, target in valid:
-                log_probs, _ = forward([(mel, target)])
-                errors += edit_distance(target, greedy_decode(log_probs[0]))
-                total += len(target)
+            out = [edit_distance(u.target, greedy_decode(forward([u])[0][0])) for u in utts]
         encoder.train()
-        return errors / max(total, 1)
+        return out
+
+    def cer() -> float:
+        return sum(errors(valid)) / max(sum(len(u.target) for u in valid), 1)
 
     encoder.train()
     for step in tqdm(range(1, cfg.max_steps + 1), desc="encoder CTC", dynamic_ncols=True):
@@ -182,12 +207,12 @@ def run(cfg: EncoderCTCConfig) -> Path:
             rng.shuffle(order)
         utts = batches[order.pop()]
         log_probs, frames = forward(utts, train=True)
-        targets = torch.tensor([c for _, t in utts for c in t])
+        targets = torch.tensor([c for u in utts for c in u.target])
         loss = F.ctc_loss(
             log_probs.transpose(0, 1),
             targets,
             frames,
-            torch.tensor([len(t) for _, t in utts]),
+            torch.tensor([len(u.target) for u in utts]),
             zero_infinity=True,
         )
         optimizer.zero_grad()
@@ -204,6 +229,10 @@ def run(cfg: EncoderCTCConfig) -> Path:
     metrics.plot(out / "loss.png", keys=("loss", "cer") if valid else ("loss",))
     metrics.close()
     save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(out / "ctc_head.safetensors"))
+    if every_valid:
+        by_voice = cer_by_voice(every_valid, errors(every_valid))
+        (out / "cer_by_voice.json").write_text(json.dumps(by_voice, indent=2) + "\n")
+        log.info("validation CER by voice: %s", ", ".join(f"{v} {r['cer']:.3f}" for v, r in by_voice.items()))
     extra = {**ckpt.extra, "recipe": "encoder_ctc", "ctc_steps": cfg.max_steps, "ctc_augment": cfg.augment}
     return save_pretrained(out / "final", ckpt.model.eval(), ckpt.tokenizer, codec=ckpt.codec, extra=extra)
 
