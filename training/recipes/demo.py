@@ -16,7 +16,8 @@ Stages (each skipped when its output exists, so an interrupted build continues):
   6. align     adapter + LLM (Whisper encoder, SRH frozen, no speech loss) on S2T answers and STC
                transcripts, so the LLM learns to read the encoder before the full mix
   7. cocktail  training.recipes.core_cocktail: CoM-Mixing stage 1, merge with M0, stage 2 (the
-               Whisper encoder stays frozen)
+               Whisper encoder stays frozen); --ctc_augment / --speech_augment perturb user speech
+               (training.data.augment) in the ctc stage / the align and cocktail stages
   8. gspo      training.recipes.gspo on the arithmetic questions, math-answer reward
   9. export    the result in bf16 to --out (<= 30 MB), with the evaluation on the test split
 """
