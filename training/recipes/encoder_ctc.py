@@ -97,7 +97,7 @@ class Utterance(NamedTuple):
 
 
 def _utterances(manifest: str, cache: MelCache, max_frames: int) -> list[Utterance]:
-    """(log-mel, characters) of each distinct user recording with a transcript; recordings longer
+    """An `Utterance` per distinct user recording with a transcript; recordings longer
     than `max_frames` (one encoder window) are left out and counted in a warning."""
     seen, out, too_long = set(), [], 0
     for item in read_manifest(manifest):
@@ -144,8 +144,10 @@ def _batch(utts: list[Utterance]) -> tuple[torch.Tensor, torch.Tensor]:
     longest = max(u.mel.shape[-1] for u in utts)
     mels = torch.stack(
         [
-            torch.cat([m, whisper_padding_value(m).expand(m.shape[0], longest - m.shape[-1])], -1)
-            for m in (u.mel for u in utts)
+            torch.cat(
+                [u.mel, whisper_padding_value(u.mel).expand(u.mel.shape[0], longest - u.mel.shape[-1])], -1
+            )
+            for u in utts
         ]
     )
     return mels, torch.tensor([u.mel.shape[-1] for u in utts])
@@ -166,7 +168,7 @@ def run(cfg: EncoderCTCConfig) -> Path:
     window = encoder.cfg.window_mel_frames
     # slowed down by tempo augmentation, an utterance may grow by 1 / TEMPO[0]
     longest = int(window * TEMPO[0]) if cfg.augment else window
-    train = sorted(_utterances(cfg.train_manifest, cache, longest), key=lambda u: u[0].shape[-1])
+    train = sorted(_utterances(cfg.train_manifest, cache, longest), key=lambda u: u.mel.shape[-1])
     every_valid = _utterances(cfg.validation_manifest, cache, window) if cfg.validation_manifest else []
     valid = every_valid[: cfg.eval_items]
     log.info("CTC on %d training utterances, CER on %d", len(train), len(valid))
