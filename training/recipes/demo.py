@@ -13,13 +13,16 @@ Stages (each skipped when its output exists, so an interrupted build continues):
   4. srh       training.recipes.srh_pretrain, strategy frozen_backbone (T2M/S2M, appendix C)
   5. ctc       training.recipes.encoder_ctc: the random Whisper encoder learns to hear (CTC on the
                user transcripts); trained only through the LLM loss it collapses to a constant
-  6. align     adapter + LLM (Whisper encoder, SRH frozen, no speech loss) on S2T answers and STC
+  6. adapter   training.recipes.adapter_ctc: CTC of the adapter's 5 Hz output against the LLM's own
+               token embeddings, so that the LLM is handed words rather than whole-utterance
+               patterns to memorise (--adapter_ctc_steps 0 skips it)
+  7. align     adapter + LLM (Whisper encoder, SRH frozen, no speech loss) on S2T answers and STC
                transcripts, so the LLM learns to read the encoder before the full mix
-  7. cocktail  training.recipes.core_cocktail: CoM-Mixing stage 1, merge with M0, stage 2 (the
+  8. cocktail  training.recipes.core_cocktail: CoM-Mixing stage 1, merge with M0, stage 2 (the
                Whisper encoder stays frozen); --ctc_augment / --speech_augment perturb user speech
                (training.data.augment) in the ctc stage / the align and cocktail stages
-  8. gspo      training.recipes.gspo on the arithmetic questions, math-answer reward
-  9. export    the result in bf16 to --out (<= 30 MB), with the evaluation on the test split
+  9. gspo      training.recipes.gspo on the arithmetic questions, math-answer reward
+  10. export   the result in bf16 to --out (<= 30 MB), with the evaluation on the test split
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from training.cli import arg, parse_config, save_config
 
 log = logging.getLogger(__name__)
 
-STAGES = ("prepare", "build", "text_llm", "srh", "ctc", "align", "cocktail", "gspo", "export")
+STAGES = ("prepare", "build", "text_llm", "srh", "ctc", "adapter", "align", "cocktail", "gspo", "export")
 SPEECH_TRAIN = "speech_train.tokens.jsonl"  # --extra_voices: train + train_extra
 ALIGN_FROZEN = ["encoder.whisper", "speech_grouping", "ungrouping", "srh"]  # align trains adapter + LLM
 
@@ -76,6 +79,9 @@ class DemoConfig:
         False,
         "ctc, align and cocktail also train on the corpus's train_extra.jsonl "
         "(training.data.synth --extra-voice-copies)",
+    )
+    adapter_ctc_steps: int = arg(
+        1000, "CTC steps of the adapter against the LLM token embeddings (adapter_ctc; 0 = skip)"
     )
     align_steps: int = arg(400, "adapter + LLM alignment steps (S2T + STC transcripts)")
     align_lr: float = arg(1e-3, "peak learning rate of the encoder alignment")
@@ -155,7 +161,7 @@ def prepare(cfg: DemoConfig, work: Path) -> None:
 
 
 def run(cfg: DemoConfig) -> Path:
-    from training.recipes import build, core_cocktail, encoder_ctc, gspo, sft, srh_pretrain
+    from training.recipes import adapter_ctc, build, core_cocktail, encoder_ctc, gspo, sft, srh_pretrain
 
     torch.set_num_threads(cfg.threads)
     work = Path(cfg.work_dir)
@@ -251,11 +257,30 @@ def run(cfg: DemoConfig) -> Path:
         )
     if stop == 4:
         return ctc / "final"
+    heard = ctc / "final"
+    if cfg.adapter_ctc_steps:
+        heard = work / "adapter_ctc" / "final"
+        if not _done(heard):
+            adapter_ctc.run(
+                adapter_ctc.AdapterCTCConfig(
+                    init=str(ctc / "final"),
+                    train_manifest=speech_train,
+                    validation_manifest=str(work / "validation.tokens.jsonl"),
+                    output_dir=str(heard.parent),
+                    mel_cache=mels,
+                    max_steps=cfg.adapter_ctc_steps,
+                    augment=cfg.ctc_augment,
+                    eval_items=128,
+                    seed=cfg.seed,
+                )
+            )
+    if stop == 5:
+        return heard
     align = work / "align"
     if not _done(align / "final"):
         sft.run(
             sft.SFTConfig(
-                init=str(ctc / "final"),
+                init=str(heard),
                 train_manifest=speech_train,
                 output_dir=str(align),
                 mel_cache=mels,
@@ -271,7 +296,7 @@ def run(cfg: DemoConfig) -> Path:
             ),
             desc="alignment (S2T + STC)",
         )
-    if stop == 5:
+    if stop == 6:
         return align / "final"
     cocktail = work / "cocktail"
     if not _done(cocktail / "stage2" / "final"):
@@ -297,7 +322,7 @@ def run(cfg: DemoConfig) -> Path:
                 **common,
             )
         )
-    if stop == 6:
+    if stop == 7:
         return cocktail / "stage2" / "final"
     rl = work / "gspo"
     if not _done(rl / "final"):
@@ -322,7 +347,7 @@ def run(cfg: DemoConfig) -> Path:
                 **{**common, "save_every": 20, "log_every": 1},
             )
         )
-    if stop == 7:
+    if stop == 8:
         return rl / "final"
     return export(rl / "final", Path(cfg.out))
 
