@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 from core.checkpoint import from_pretrained
@@ -76,3 +77,11 @@ def test_with_whisper_frozen_only_the_adapter_changes(tiny_assets, tmp_path):
     before, after = from_pretrained(tiny_assets.init).model, from_pretrained(out).model
     changed = {n for n, p in after.named_parameters() if not torch.equal(p, before.get_parameter(n))}
     assert changed and all(n.startswith(("encoder.adapter.", "encoder.output_norm.")) for n in changed)
+
+
+def test_cli_help_names_the_stage_and_its_flags(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        adapter_ctc.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "token embeddings" in text and "--train_whisper" in text and "--max_steps" in text

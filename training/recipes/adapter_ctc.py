@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from core.sequence import SequenceBuilder
 from training.cli import arg, parse_config, save_config
@@ -39,8 +37,7 @@ from training.data import MelCache, read_manifest
 from training.data.augment import augment_mel
 from training.eval.scoring import edit_distance
 from training.metrics import MetricsLogger
-from training.recipes.encoder_ctc import _batch, cer_by_voice, greedy_decode
-from training.schedule import build_scheduler
+from training.recipes.encoder_ctc import _batch, cer_by_voice, ctc_training, greedy_decode
 
 log = logging.getLogger(__name__)
 
@@ -151,11 +148,7 @@ def run(cfg: AdapterCTCConfig) -> Path:
         n_feasible,
         len(valid),
     )
-    optimizer = torch.optim.AdamW(params, lr=cfg.peak_lr, weight_decay=0.0)
-    scheduler = build_scheduler(optimizer, cfg.max_steps, cfg.peak_lr, cfg.final_lr, cfg.warmup_fraction)
     batches = [train[i : i + cfg.batch_size] for i in range(0, len(train), cfg.batch_size)]
-    order: list[int] = []
-    rng = random.Random(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     metrics = MetricsLogger(out)
     metrics.truncate_after(0)  # no resume: a rerun starts afresh
@@ -178,39 +171,17 @@ def run(cfg: AdapterCTCConfig) -> Path:
         return sum(errors(valid)) / max(sum(len(u.target) for u in valid), 1)
 
     encoder.train()
-    for step in tqdm(range(1, cfg.max_steps + 1), desc="adapter CTC", dynamic_ncols=True):
-        if not order:
-            order = list(range(len(batches)))
-            rng.shuffle(order)
-        utts = batches[order.pop()]
-        log_probs, frames = forward(utts, train=True)
-        loss = F.ctc_loss(
-            log_probs.transpose(0, 1),
-            torch.tensor([t for u in utts for t in u.target]),
-            frames,
-            torch.tensor([len(u.target) for u in utts]),
-            zero_infinity=True,
-        )
-        optimizer.zero_grad()
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        record = {}
-        if valid and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-            record["token_error_rate"] = ter()
-            log.info(
-                "step %d: CTC loss %.3f, token error rate %.3f", step, loss.item(), record["token_error_rate"]
-            )
-        if step % cfg.log_every == 0 or record:
-            metrics.log(
-                step,
-                loss=loss,
-                grad_norm=grad_norm,
-                lr=scheduler.get_last_lr()[0],
-                temperature=head.log_temperature.exp(),
-                **record,
-            )
+    ctc_training(
+        cfg,
+        batches,
+        forward,
+        params,
+        metrics,
+        "token_error_rate",
+        ter if valid else None,
+        "adapter CTC",
+        extra=lambda: {"temperature": head.log_temperature.exp()},
+    )
     metrics.plot(out / "loss.png", keys=("loss", "token_error_rate") if valid else ("loss",))
     metrics.close()
     if every_valid:

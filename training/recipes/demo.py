@@ -7,7 +7,7 @@ Stages (each skipped when its output exists, so an interrupted build continues):
   1. prepare   text tokenizer (byte-level BPE on the corpus), a random tiny Qwen2 LLM, the units
                codec fitted on the assistant voice (train split), reply tokens + user log-mels
                (--extra_voices: also of train_extra, the train items spoken by more voices, which
-               the ctc, align and cocktail stages then train on as well)
+               the ctc, adapter, align and cocktail stages then train on as well)
   2. build     training.recipes.build: LLM + small Whisper-style encoder + SRH + codec
   3. text_llm  the base LLM M0: the tiny LLM trained on the text-only (T2T) version of the corpus
   4. srh       training.recipes.srh_pretrain, strategy frozen_backbone (T2M/S2M, appendix C)
@@ -20,7 +20,7 @@ Stages (each skipped when its output exists, so an interrupted build continues):
                transcripts, so the LLM learns to read the encoder before the full mix
   8. cocktail  training.recipes.core_cocktail: CoM-Mixing stage 1, merge with M0, stage 2 (the
                Whisper encoder stays frozen); --ctc_augment / --speech_augment perturb user speech
-               (training.data.augment) in the ctc stage / the align and cocktail stages
+               (training.data.augment) in the ctc and adapter stages / the align and cocktail stages
   9. gspo      training.recipes.gspo on the arithmetic questions, math-answer reward
   10. export   the result in bf16 to --out (<= 30 MB), with the evaluation on the test split
 """
@@ -70,14 +70,14 @@ class DemoConfig:
     srh_steps: int = arg(600, "SRH pretraining steps")
     ctc_steps: int = arg(3000, "CTC pretraining steps of the speech encoder (32 utterances each)")
     ctc_augment: bool = arg(
-        False, "tempo / mel-warp / SpecAugment on the CTC utterances (encoder_ctc --augment)"
+        False, "tempo / mel-warp / SpecAugment on the CTC utterances (encoder_ctc and adapter_ctc --augment)"
     )
     speech_augment: bool = arg(
         False, "the same perturbations of user speech in the align and cocktail stages (sft --augment)"
     )
     extra_voices: bool = arg(
         False,
-        "ctc, align and cocktail also train on the corpus's train_extra.jsonl "
+        "ctc, adapter, align and cocktail also train on the corpus's train_extra.jsonl "
         "(training.data.synth --extra-voice-copies)",
     )
     adapter_ctc_steps: int = arg(

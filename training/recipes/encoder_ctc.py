@@ -30,6 +30,7 @@ import json
 import logging
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -153,6 +154,63 @@ def _batch(utts: list[Utterance]) -> tuple[torch.Tensor, torch.Tensor]:
     return mels, torch.tensor([u.mel.shape[-1] for u in utts])
 
 
+def ctc_training(
+    cfg,
+    batches: list[list],
+    forward: Callable[..., tuple[torch.Tensor, torch.Tensor]],
+    params: list[torch.nn.Parameter],
+    metrics: MetricsLogger,
+    score_name: str,
+    score: Callable[[], float] | None,
+    desc: str,
+    extra: Callable[[], dict] = dict,
+) -> None:
+    """The CTC step loop shared by `encoder_ctc` and `adapter_ctc`.
+
+    `cfg` carries max_steps, peak_lr, final_lr, warmup_fraction, grad_clip, eval_every, log_every and
+    seed; `forward(utts, train=True)` returns ((B, T, C) log-probs, (B,) frame counts) for a batch of
+    items with a `target` (1-based class ids, 0 = blank); `score()` (e.g. the validation error rate)
+    is logged as `score_name` every `eval_every` steps and at the last; `extra()` adds scalars to
+    every metric line. Batches are visited in a fresh seeded order every epoch.
+    """
+    optimizer = torch.optim.AdamW(params, lr=cfg.peak_lr, weight_decay=0.0)
+    scheduler = build_scheduler(optimizer, cfg.max_steps, cfg.peak_lr, cfg.final_lr, cfg.warmup_fraction)
+    order: list[int] = []
+    rng = random.Random(cfg.seed)
+    for step in tqdm(range(1, cfg.max_steps + 1), desc=desc, dynamic_ncols=True):
+        if not order:
+            order = list(range(len(batches)))
+            rng.shuffle(order)
+        utts = batches[order.pop()]
+        log_probs, frames = forward(utts, train=True)
+        loss = F.ctc_loss(
+            log_probs.transpose(0, 1),
+            torch.tensor([c for u in utts for c in u.target]),
+            frames,
+            torch.tensor([len(u.target) for u in utts]),
+            zero_infinity=True,
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        record = {}
+        if score is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+            record[score_name] = score()
+            log.info(
+                "step %d: CTC loss %.3f, validation %s %.3f",
+                step,
+                loss.item(),
+                score_name,
+                record[score_name],
+            )
+        if step % cfg.log_every == 0 or record:
+            metrics.log(
+                step, loss=loss, grad_norm=grad_norm, lr=scheduler.get_last_lr()[0], **extra(), **record
+            )
+
+
 def run(cfg: EncoderCTCConfig) -> Path:
     from core.checkpoint import from_pretrained, save_pretrained
 
@@ -174,11 +232,7 @@ def run(cfg: EncoderCTCConfig) -> Path:
     log.info("CTC on %d training utterances, CER on %d", len(train), len(valid))
     head = torch.nn.Linear(encoder.cfg.n_audio_state, len(ALPHABET) + 1)
     params = list(encoder.whisper.parameters()) + list(head.parameters())
-    optimizer = torch.optim.AdamW(params, lr=cfg.peak_lr, weight_decay=0.0)
-    scheduler = build_scheduler(optimizer, cfg.max_steps, cfg.peak_lr, cfg.final_lr, cfg.warmup_fraction)
     batches = [train[i : i + cfg.batch_size] for i in range(0, len(train), cfg.batch_size)]
-    order: list[int] = []
-    rng = random.Random(cfg.seed)
     metrics = MetricsLogger(out)
     metrics.truncate_after(0)  # no resume: a rerun starts afresh and must not append to an old curve
 
@@ -203,31 +257,7 @@ def run(cfg: EncoderCTCConfig) -> Path:
         return sum(errors(valid)) / max(sum(len(u.target) for u in valid), 1)
 
     encoder.train()
-    for step in tqdm(range(1, cfg.max_steps + 1), desc="encoder CTC", dynamic_ncols=True):
-        if not order:
-            order = list(range(len(batches)))
-            rng.shuffle(order)
-        utts = batches[order.pop()]
-        log_probs, frames = forward(utts, train=True)
-        targets = torch.tensor([c for u in utts for c in u.target])
-        loss = F.ctc_loss(
-            log_probs.transpose(0, 1),
-            targets,
-            frames,
-            torch.tensor([len(u.target) for u in utts]),
-            zero_infinity=True,
-        )
-        optimizer.zero_grad()
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        record = {}
-        if valid and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-            record["cer"] = cer()
-            log.info("step %d: CTC loss %.3f, validation CER %.3f", step, loss.item(), record["cer"])
-        if step % cfg.log_every == 0 or record:
-            metrics.log(step, loss=loss, grad_norm=grad_norm, lr=scheduler.get_last_lr()[0], **record)
+    ctc_training(cfg, batches, forward, params, metrics, "cer", cer if valid else None, "encoder CTC")
     metrics.plot(out / "loss.png", keys=("loss", "cer") if valid else ("loss",))
     metrics.close()
     save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(out / "ctc_head.safetensors"))
