@@ -226,6 +226,49 @@ def test_harness_counts_refused_inputs_as_wrong(tmp_path):
         evaluate(evaluator, [], ["S2X"])
 
 
+def test_breakdown_by_heldout_and_voice_by_hand(tmp_path):
+    from training.eval.__main__ import full_table
+    from training.eval.breakdown import format_breakdown, heldout_group, plot_breakdown
+
+    assert heldout_group(["voice", "phrasing", "voice"]) == "phrasing+voice"
+    assert heldout_group([]) == "none" and heldout_group(None) is None
+    # a: right text, wrong speech; b: both wrong; c: both right (as in ITEMS); d: not described
+    replies = {name: reply for name, _, reply in ITEMS} | {"d": "x"}
+    described = {"a": ("v1", ()), "b": ("v2", ("voice", "phrasing")), "c": ("v2", ("phrasing", "voice"))}
+    items = [
+        EvalItem(name, name, tmp_path / name, tuple(answers), "cat", voice=described[name][0],
+                 heldout=described[name][1])
+        for name, answers, _ in ITEMS
+    ] + [EvalItem("d", "d", None, ("x",), "other")]  # fmt: skip
+    evaluator = Evaluator(StubEngine(replies), transcribe=fake_judge, speak_reference=fake_tts)
+    run = evaluate(evaluator, items, ["S2M", "T2T"], progress=False)
+    s2m, t2t = run.report["modes"]["S2M"], run.report["modes"]["T2T"]
+    # "none" = {a}; "phrasing+voice" = {b, c}, whatever order the factors were listed in; d has none
+    assert s2m["by_heldout"] == {
+        "none": {"n": 1, "text_accuracy": 1.0, "speech_accuracy": 0.0},
+        "phrasing+voice": {"n": 2, "text_accuracy": 0.5, "speech_accuracy": 0.5},
+    }
+    assert t2t["by_heldout"] == {
+        "none": {"n": 1, "text_accuracy": 1.0},
+        "phrasing+voice": {"n": 2, "text_accuracy": 0.5},
+    }
+    assert t2t["by_voice"] == {"v1": {"n": 1, "text_accuracy": 1.0}, "v2": {"n": 2, "text_accuracy": 0.5}}
+    by_key = {(r.id, r.mode): r for r in run.results}
+    assert by_key[("b", "T2T")].heldout == ["voice", "phrasing"] and by_key[("b", "T2T")].voice == "v2"
+    assert by_key[("d", "T2T")].heldout is None
+    table = format_breakdown(run.report)
+    assert table.splitlines()[0] == "| mode | none | phrasing+voice |"
+    assert "| S2M | 100.0 (1) | 50.0 (2) |" in table and "| T2T | 100.0 (1) | 50.0 (2) |" in table
+    assert "| v1 | v2 |" in full_table(run.report)
+    png = plot_breakdown(run.report, tmp_path / "plots" / "heldout.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a manifest that does not describe its items has no breakdown (and no plot)
+    plain = evaluate(evaluator, items[3:], ["T2T"], progress=False)
+    assert "by_heldout" not in plain.report["modes"]["T2T"] and format_breakdown(plain.report) == ""
+    with pytest.raises(ValueError, match="heldout"):
+        plot_breakdown(plain.report, tmp_path / "none.png")
+
+
 def test_history_is_passed_in_the_modes_input_modality(tmp_path):
     engine = StubEngine({"q": "x", "q.wav": "x"})
     item = EvalItem("m", "q", tmp_path / "q.wav", ("x",), history=(("hello", tmp_path / "h.wav", "Hi!"),))
@@ -243,13 +286,14 @@ def test_read_manifest_and_modes(tmp_path):
     history = [{"text": "hello", "audio": "h.wav", "reply_text": "Hi!", "reply_audio": "r.wav"}]
     lines = [
         {"id": "q1", "audio": "a.wav", "text": "hi", "answers": ["hello"], "category": "smalltalk", "x": 1},
-        {"id": 2, "text": "what", "answers": [], "history": history},
+        {"id": 2, "text": "what", "answers": [], "history": history, "voice": "v", "heldout": []},
     ]
     manifest.write_text("\n".join(json.dumps(x) for x in lines) + "\n\n")
     items = read_eval_manifest(manifest)
     assert items[0] == EvalItem("q1", "hi", manifest.parent / "a.wav", ("hello",), "smalltalk")
     assert items[1].id == "2" and items[1].audio is None and len(read_eval_manifest(manifest, limit=1)) == 1
     assert items[1].history == (("hello", manifest.parent / "h.wav", "Hi!"),) and items[0].history == ()
+    assert (items[1].voice, items[1].heldout) == ("v", ()) and items[0].heldout is None
     manifest.write_text('{"id": "x"}\n')
     with pytest.raises(ValueError, match="m.jsonl:1"):
         read_eval_manifest(manifest)
@@ -293,11 +337,11 @@ def test_cli_end_to_end_on_a_tiny_checkpoint(tiny_checkpoint, tmp_path, capsys):
         rows.append({"id": f"q{i}", "audio": f"q{i}.wav", "text": q, "answers": ["7"], "category": "c"})
     modes = ["S2M", "S2T", "T2T"]  # speech in + out, speech in, text in
 
-    def run(manifest, out):
+    def run(manifest, out, *extra):
         # sampled at temperature 1 (seeded): greedy replies of a random model are all special tokens
         argv = ["--checkpoint", str(tiny_checkpoint), "--manifest", str(manifest), "--modes", ",".join(modes)]
         argv += ["--max-new-steps", "8", "--temperature", "1", "--seed", "0", "--json", "--out", str(out)]
-        main([*argv, "--quiet"])
+        main([*argv, *extra, "--quiet"])
         report = json.loads(capsys.readouterr().out)  # stdout holds exactly one JSON object
         results = [json.loads(line) for line in out.read_text().splitlines()]
         return report, {(r["id"], r["mode"]): r for r in results}
@@ -325,7 +369,14 @@ def test_cli_end_to_end_on_a_tiny_checkpoint(tiny_checkpoint, tmp_path, capsys):
         said = [results[(f"q{i}", m)][k] for m in modes for k in ("reply", "transcript")]
         rows[i]["answers"] = [s for s in said if s]
     rows[1]["answers"] = ["qqqq"]
-    report2, results2 = run(write_manifest(tmp_path / "m2.jsonl", rows), tmp_path / "r2.jsonl")
+    for row, heldout in zip(rows, (["voice"], [], ["voice"]), strict=True):  # as the synth corpus says
+        row |= {"heldout": heldout, "voice": "flite-kal16"}
+    plot = tmp_path / "heldout.png"
+    report2, results2 = run(
+        write_manifest(tmp_path / "m2.jsonl", rows), tmp_path / "r2.jsonl", "--table", "--plot", str(plot)
+    )
+    assert plot.is_file() and "text accuracy (%) by held out of training" in report2["table"]
+    assert report2["modes"]["T2T"]["by_heldout"]["voice"]["n"] == 2
     has_word = lambda s: bool(s) and any(ch.isalnum() for ch in s)  # noqa: E731
     meaningful = False
     for mode in modes:

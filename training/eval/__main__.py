@@ -1,11 +1,13 @@
 """Evaluate a DrVoice checkpoint on a spoken-QA manifest, per interaction mode (paper Table 4).
 
     python -m training.eval --checkpoint DIR --manifest FILE [--modes S2M,T2T] [--json] [--table]
-        [--out items.jsonl] [--limit N]
+        [--out items.jsonl] [--plot breakdown.png] [--limit N]
 
 Prints the markdown table (rows = modes, Table 4 shape) by default; with --json, exactly one JSON
-object on stdout instead (plus the table under "table" when --table is given too). Progress and
-logs go to stderr.
+object on stdout instead (plus the table under "table" when --table is given too). When the manifest
+records what each item holds out of training (the synthetic corpus does), the table is followed by
+text accuracy per held-out group and per voice, and --plot draws the held-out groups as bars.
+Progress and logs go to stderr.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from training.eval.breakdown import format_breakdown, plot_breakdown
 from training.eval.harness import (
     ALL_MODES,
     Evaluator,
@@ -44,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--table", action="store_true", help="print the markdown table (also inside --json)")
     parser.add_argument("--out", help="write per-item results (JSONL) here")
+    parser.add_argument("--plot", help="PNG of text accuracy per mode and held-out group (synth manifests)")
     parser.add_argument("--limit", type=int, help="only the first N manifest items")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -82,13 +86,28 @@ def main(argv: Sequence[str] | None = None) -> dict:
     report = {"checkpoint": str(args.checkpoint), "manifest": str(args.manifest), **run.report}
     if args.out:
         write_results(run.results, args.out)
+    if args.plot:
+        try:
+            plot_breakdown(run.report, args.plot)
+        except ValueError as exc:
+            logging.getLogger(__name__).warning("--plot: %s", exc)
     if args.json:
         if args.table:
-            report["table"] = format_table(run.report)
+            report["table"] = full_table(run.report)
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     else:
-        sys.stdout.write(format_table(run.report) + "\n")
+        sys.stdout.write(full_table(run.report) + "\n")
     return report
+
+
+def full_table(report: dict) -> str:
+    """The Table 4 shaped table, then text accuracy (%, n) per held-out group and per voice if known."""
+    parts = [format_table(report)]
+    for field, title in (("by_heldout", "held out of training"), ("by_voice", "voice")):
+        table = format_breakdown(report, field)
+        if table:
+            parts.append(f"text accuracy (%) by {title}, (n):\n\n{table}")
+    return "\n\n".join(parts)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ Accuracies are fractions in [0, 1]; the markdown table shows percentages.
 
 Manifest lines: {"id", "audio" (WAV path relative to the manifest), "text", "answers",
 "category"}, optionally "history" ([{"text", "audio", "reply_text"}], earlier turns given to the
-engine in the mode's input modality); other keys are ignored. Speech-input modes need `audio`, text-input modes `text`;
+engine in the mode's input modality) and, as the synthetic corpus writes them, "voice" and
+"heldout" (the factors unseen in training), which add accuracy per held-out group and per voice
+(`by_heldout`, `by_voice`; `training.eval.breakdown`); other keys are ignored. Speech-input modes need `audio`, text-input modes `text`;
 an item without the input a mode needs is skipped for that mode (counted in `skipped`).
 """
 
@@ -38,6 +40,7 @@ from typing import Any
 from core.modes import MODES, get_mode
 from core.sampling import SamplingConfig
 from core.types import Done, Waveform
+from training.eval.breakdown import group_scores
 from training.eval.scoring import contains_answer, word_errors
 
 logger = logging.getLogger(__name__)
@@ -55,6 +58,8 @@ class EvalItem:
     answers: tuple[str, ...]  # accepted answers
     category: str | None = None
     history: tuple[tuple[str | None, Path | None, str], ...] = ()  # earlier (text, audio, reply_text)
+    voice: str | None = None  # who asked (synth corpus), for the per-voice breakdown
+    heldout: tuple[str, ...] | None = None  # factors unseen in training (synth corpus); None: unknown
 
 
 def read_eval_manifest(path: str | Path, limit: int | None = None) -> list[EvalItem]:
@@ -73,6 +78,7 @@ def read_eval_manifest(path: str | Path, limit: int | None = None) -> list[EvalI
             if "id" not in record or not isinstance(record.get("answers"), list):
                 raise ValueError(f"{path.name}:{line_no}: needs 'id' and an 'answers' list")
             audio = record.get("audio")
+            heldout = record.get("heldout")
             history = tuple(
                 (h.get("text"), (root / h["audio"]) if h.get("audio") else None, h.get("reply_text") or "")
                 for h in record.get("history") or []
@@ -85,6 +91,8 @@ def read_eval_manifest(path: str | Path, limit: int | None = None) -> list[EvalI
                     answers=tuple(str(a) for a in record["answers"]),
                     category=record.get("category"),
                     history=history,
+                    voice=record.get("voice"),
+                    heldout=None if heldout is None else tuple(str(h) for h in heldout),
                 )
             )
             if limit is not None and len(items) >= limit:
@@ -115,6 +123,8 @@ class ItemResult:
     audio_seconds: float = 0.0
     stop_reason: str = "end"
     error: str | None = None  # the engine refused the input (counted as wrong)
+    voice: str | None = None  # the item's voice and held-out factors (copied for the breakdown)
+    heldout: list[str] | None = None
 
 
 class Evaluator:
@@ -179,8 +189,15 @@ class Evaluator:
             done, audio = self.engine.chat(request)
         except (InputError, AudioInputError, LengthBudgetError) as exc:  # no answer: counted as wrong
             logger.warning("%s %s: %s", item.id, mode, exc)
-            return ItemResult(item.id, mode, item.category, "", False, error=f"{type(exc).__name__}: {exc}")
+            failed = ItemResult(item.id, mode, item.category, "", False, error=f"{type(exc).__name__}: {exc}")
+            return self._describe(failed, item)
         return self.score(item, mode, done, audio)
+
+    @staticmethod
+    def _describe(result: ItemResult, item: EvalItem) -> ItemResult:
+        result.voice = item.voice
+        result.heldout = None if item.heldout is None else list(item.heldout)
+        return result
 
     def score(self, item: EvalItem, mode: str, done: Done, audio: Waveform | None) -> ItemResult:
         """Scores an answer (text always; speech for modes that speak)."""
@@ -193,6 +210,7 @@ class Evaluator:
             contains_answer(reply, item.answers),
             stop_reason=done.stop_reason,
         )
+        self._describe(result, item)
         chain = " | ".join(t for t in (done.transcript, done.draft) if t)
         result.chain_text = chain or None
         if done.timings is not None:
@@ -257,6 +275,11 @@ def summarize(results: list[ItemResult], modes: Sequence[str], n_items: int) -> 
         for r in rs:
             categories[r.category or "none"].append(float(r.text_correct))
         entry["text_accuracy_by_category"] = {c: _mean(v) for c, v in sorted(categories.items())}
+        speaks = get_mode(mode).speech_output
+        for key in ("heldout", "voice"):
+            groups = group_scores(rs, key, speaks)
+            if groups:
+                entry[f"by_{key}"] = groups
         entry["errors"] = sum(r.error is not None for r in rs)
         report["modes"][mode] = entry
     report.update(_speed([r for r in results if get_mode(r.mode).speech_output]))
