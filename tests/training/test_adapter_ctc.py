@@ -85,3 +85,30 @@ def test_cli_help_names_the_stage_and_its_flags(capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     assert "token embeddings" in text and "--train_whisper" in text and "--max_steps" in text
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_both_ctc_stages_run_on_the_device_asked_for(tiny_assets, tmp_path, device):
+    """encoder_ctc then adapter_ctc with --device (the demo passes its own on): the checkpoints load
+    on a CPU afterwards, and the stages really trained (the adapter moved)."""
+    from training.recipes import encoder_ctc
+
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    heard = encoder_ctc.run(
+        encoder_ctc.EncoderCTCConfig(
+            init=str(tiny_assets.init),
+            train_manifest=str(tiny_assets.manifest),
+            validation_manifest=str(tiny_assets.manifest),
+            output_dir=str(tmp_path / "e"),
+            batch_size=4,
+            max_steps=2,
+            augment=True,
+            device=device,
+        )
+    )
+    out = adapter_ctc.run(_cfg(tiny_assets, tmp_path / "a", init=str(heard), max_steps=2, device=device))
+    before, after = from_pretrained(heard).model, from_pretrained(out, device="cpu").model
+    assert next(after.parameters()).device.type == "cpu"
+    moved = [n for n, p in after.named_parameters() if not torch.equal(p, before.get_parameter(n))]
+    assert any(n.startswith("encoder.adapter.") for n in moved), moved

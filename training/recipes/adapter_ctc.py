@@ -60,6 +60,7 @@ class AdapterCTCConfig:
     eval_every: int = arg(250, "steps between token error rate measurements")
     eval_items: int = arg(64, "validation utterances per measurement")
     log_every: int = arg(10, "steps between metric lines")
+    device: str = arg("auto", "auto, cpu or cuda")
     seed: int = arg(0, "data order and blank initialisation")
 
     def __post_init__(self) -> None:
@@ -81,7 +82,7 @@ class EmbeddingCTCHead(torch.nn.Module):
     def __init__(self, embeddings: torch.Tensor, temperature: float = 10.0):
         super().__init__()
         self.register_buffer("table", F.normalize(embeddings.detach().float(), dim=-1), persistent=False)
-        self.blank = torch.nn.Parameter(torch.randn(embeddings.shape[1]) * embeddings.float().std())
+        self.blank = torch.nn.Parameter(torch.randn(embeddings.shape[1]) * embeddings.float().std().item())
         self.log_temperature = torch.nn.Parameter(torch.tensor(float(temperature)).log())
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -114,12 +115,14 @@ def feasible(target: list[int], frames: int) -> bool:
 
 def run(cfg: AdapterCTCConfig) -> Path:
     from core.checkpoint import from_pretrained, save_pretrained
+    from training.runtime import setup_runtime
 
     torch.manual_seed(cfg.seed)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
-    ckpt = from_pretrained(cfg.init)
+    device = setup_runtime(cfg.device).device
+    ckpt = from_pretrained(cfg.init, device=device, dtype=torch.float32)
     model = ckpt.model.float()
     encoder = model.encoder
     if encoder is None:
@@ -134,7 +137,7 @@ def run(cfg: AdapterCTCConfig) -> Path:
         token_utterances(cfg.validation_manifest, cache, builder, window) if cfg.validation_manifest else []
     )
     valid = every_valid[: cfg.eval_items]
-    head = EmbeddingCTCHead(model.llm.get_input_embeddings().weight)
+    head = EmbeddingCTCHead(model.llm.get_input_embeddings().weight).to(device)
     params = list(encoder.adapter.parameters()) + list(head.parameters())
     if encoder.output_norm is not None:
         params += list(encoder.output_norm.parameters())
@@ -157,7 +160,7 @@ def run(cfg: AdapterCTCConfig) -> Path:
         if train and cfg.augment:
             utts = [u._replace(mel=augment_mel(u.mel, generator, tempo=False)) for u in utts]
         mels, lengths = _batch(utts)
-        features, out_lengths = encoder(mels, lengths)  # (B, N, D), (B,)
+        features, out_lengths = encoder(mels.to(device), lengths.to(device))  # (B, N, D), (B,)
         return head(features), out_lengths
 
     def errors(utts: list[TokenUtterance]) -> list[int]:

@@ -3,6 +3,9 @@
     python -m training.data.synth --out data/corpus --size full        # the corpus (~6 min)
     python -m training.recipes.demo --corpus data/corpus --work_dir runs/demo --out checkpoints/demo
 
+Every training stage runs on --device (auto: a GPU when there is one, else the CPU with --threads);
+corpus preparation, the codec fit and the export run on the CPU.
+
 Stages (each skipped when its output exists, so an interrupted build continues):
   1. prepare   text tokenizer (byte-level BPE on the corpus), a random tiny Qwen2 LLM, the units
                codec fitted on the assistant voice (train split), reply tokens + user log-mels
@@ -52,6 +55,7 @@ class DemoConfig:
     out: str = arg("checkpoints/demo", "where the final checkpoint is exported")
     stop_after: str = arg("export", f"last stage to run: {', '.join(STAGES)}")
     threads: int = arg(2, "torch CPU threads")
+    device: str = arg("auto", "where the training stages run: auto (a GPU when there is one), cpu or cuda")
     text_vocab_size: int = arg(1024, "byte-level BPE vocabulary (with the special tokens)")
     num_units: int = arg(1024, "units codec codebook size")
     codec_decoder_steps: int = arg(2000, "residual mel decoder training steps of the codec")
@@ -170,7 +174,7 @@ def run(cfg: DemoConfig) -> Path:
     stop = STAGES.index(cfg.stop_after)
     train, mels = str(work / "train.tokens.jsonl"), str(work / "mels")
     speech_train = str(work / SPEECH_TRAIN) if cfg.extra_voices else train  # ctc, align, cocktail
-    common = dict(precision="fp32", device="cpu", seed=cfg.seed, log_every=10, save_every=200)
+    common = dict(precision="fp32", device=cfg.device, seed=cfg.seed, log_every=10, save_every=200)
 
     prepare(cfg, work)
     if stop == 0:
@@ -252,6 +256,7 @@ def run(cfg: DemoConfig) -> Path:
                 mel_cache=mels,
                 max_steps=cfg.ctc_steps,
                 augment=cfg.ctc_augment,
+                device=cfg.device,
                 seed=cfg.seed,
             )
         )
@@ -271,6 +276,7 @@ def run(cfg: DemoConfig) -> Path:
                     max_steps=cfg.adapter_ctc_steps,
                     augment=cfg.ctc_augment,
                     eval_items=128,
+                    device=cfg.device,
                     seed=cfg.seed,
                 )
             )

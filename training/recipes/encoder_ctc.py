@@ -70,6 +70,7 @@ class EncoderCTCConfig:
     eval_every: int = arg(250, "steps between CER measurements")
     eval_items: int = arg(64, "validation utterances per CER measurement")
     log_every: int = arg(10, "steps between metric lines")
+    device: str = arg("auto", "auto, cpu or cuda")
     seed: int = arg(0, "data order and classifier initialisation")
 
     def __post_init__(self) -> None:
@@ -183,11 +184,12 @@ def ctc_training(
             rng.shuffle(order)
         utts = batches[order.pop()]
         log_probs, frames = forward(utts, train=True)
+        device = log_probs.device  # CUDA's CTC wants every argument on the GPU
         loss = F.ctc_loss(
             log_probs.transpose(0, 1),
-            torch.tensor([c for u in utts for c in u.target]),
-            frames,
-            torch.tensor([len(u.target) for u in utts]),
+            torch.tensor([c for u in utts for c in u.target], device=device),
+            frames.to(device),
+            torch.tensor([len(u.target) for u in utts], device=device),
             zero_infinity=True,
         )
         optimizer.zero_grad()
@@ -213,12 +215,14 @@ def ctc_training(
 
 def run(cfg: EncoderCTCConfig) -> Path:
     from core.checkpoint import from_pretrained, save_pretrained
+    from training.runtime import setup_runtime
 
     torch.manual_seed(cfg.seed)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
-    ckpt = from_pretrained(cfg.init)
+    device = setup_runtime(cfg.device).device
+    ckpt = from_pretrained(cfg.init, device=device, dtype=torch.float32)
     encoder = ckpt.model.encoder
     if encoder is None:
         raise ValueError(f"{cfg.init} has no continuous speech encoder (user_audio is discrete)")
@@ -230,7 +234,7 @@ def run(cfg: EncoderCTCConfig) -> Path:
     every_valid = _utterances(cfg.validation_manifest, cache, window) if cfg.validation_manifest else []
     valid = every_valid[: cfg.eval_items]
     log.info("CTC on %d training utterances, CER on %d", len(train), len(valid))
-    head = torch.nn.Linear(encoder.cfg.n_audio_state, len(ALPHABET) + 1)
+    head = torch.nn.Linear(encoder.cfg.n_audio_state, len(ALPHABET) + 1).to(device)
     params = list(encoder.whisper.parameters()) + list(head.parameters())
     batches = [train[i : i + cfg.batch_size] for i in range(0, len(train), cfg.batch_size)]
     metrics = MetricsLogger(out)
@@ -242,7 +246,7 @@ def run(cfg: EncoderCTCConfig) -> Path:
         if train and cfg.augment:
             utts = [u._replace(mel=augment_mel(u.mel, generator)) for u in utts]
         mels, lengths = _batch(utts)
-        states = encoder._encode_windows(mels.to(encoder.whisper.conv1.weight.dtype))  # (B, T, d)
+        states = encoder._encode_windows(mels.to(device, encoder.whisper.conv1.weight.dtype))  # (B, T, d)
         return F.log_softmax(head(states).float(), -1), (lengths + 1) // 2
 
     def errors(utts: list[Utterance]) -> list[int]:
@@ -260,7 +264,9 @@ def run(cfg: EncoderCTCConfig) -> Path:
     ctc_training(cfg, batches, forward, params, metrics, "cer", cer if valid else None, "encoder CTC")
     metrics.plot(out / "loss.png", keys=("loss", "cer") if valid else ("loss",))
     metrics.close()
-    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(out / "ctc_head.safetensors"))
+    save_file(
+        {k: v.contiguous().cpu() for k, v in head.state_dict().items()}, str(out / "ctc_head.safetensors")
+    )
     if every_valid:
         by_voice = cer_by_voice(every_valid, errors(every_valid))
         (out / "cer_by_voice.json").write_text(json.dumps(by_voice, indent=2) + "\n")
