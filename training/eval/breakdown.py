@@ -99,7 +99,7 @@ def plot_breakdown(report: dict[str, Any], path: str | Path, field: str = "by_he
     if not columns:
         raise ValueError(f"no item of this report carries its {field[3:]} (a synth corpus manifest does)")
     width = 0.8 / len(columns)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(modes) * max(1, len(columns) / 3)), 4.0))
+    fig, ax = plt.subplots(figsize=(min(14.0, 4.0 + 0.18 * len(modes) * len(columns)), 4.0))
     for i, column in enumerate(columns):
         xs, ys = [], []
         for m, mode in enumerate(modes):
@@ -113,8 +113,10 @@ def plot_breakdown(report: dict[str, Any], path: str | Path, field: str = "by_he
     ax.set_xticks(range(len(modes)), modes)
     ax.set_ylim(0, 100)
     ax.set_ylabel("text accuracy (%)")
-    ax.set_title(f"text accuracy by {field[3:]}")
-    ax.legend(fontsize=8, ncol=2)
+    ax.set_title(
+        "text accuracy by held-out group" if field == "by_heldout" else f"text accuracy by {field[3:]}"
+    )
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
