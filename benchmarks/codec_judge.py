@@ -25,30 +25,28 @@ def measure(manifest: Path, codec_dir: Path, replies: int) -> dict:
     from core.audio import load_audio
     from core.codec.units import UnitsCodec
     from core.types import Waveform
+    from training.data import read_manifest
     from training.eval.asr import transcribe
     from training.eval.scoring import contains_answer, word_errors
 
     codec = UnitsCodec.load(codec_dir)
     rows, seen = [], set()
-    for line in manifest.read_text().splitlines():
-        row = json.loads(line)
-        if row.get("reply_tokens") and row.get("reply_audio") and row["reply_text"] not in seen:
-            seen.add(row["reply_text"])
-            rows.append(row)
+    for item in read_manifest(manifest):  # reply_audio resolved against the manifest's folder
+        if item.reply_tokens and item.reply_audio and item.reply_text not in seen:
+            seen.add(item.reply_text)
+            rows.append(item)
     if not rows:
         raise ValueError(f"{manifest} has no items with reply_audio and reply_tokens (tokenise it first)")
     rows = rows[:: max(1, len(rows) // replies)][:replies]  # spread over the manifest's intents
     totals = {"words": 0, "original_errors": 0, "codec_errors": 0, "original_answer": 0, "codec_answer": 0}
     for row in tqdm(rows, desc="replies", file=sys.stderr):
-        original = load_audio(
-            manifest.parent / row["reply_audio"], min_seconds=0.0, silence_threshold_dbfs=None
-        )
-        resynthesis = Waveform(codec.decode(row["reply_tokens"]), codec.sample_rate)
+        original = load_audio(row.reply_audio, min_seconds=0.0, silence_threshold_dbfs=None)
+        resynthesis = Waveform(codec.decode(row.reply_tokens), codec.sample_rate)
         heard = {"original": transcribe(original), "codec": transcribe(resynthesis)}
         for name, transcript in heard.items():
-            errors, words = word_errors(row["reply_text"], transcript)
+            errors, words = word_errors(row.reply_text, transcript)
             totals[f"{name}_errors"] += errors
-            totals[f"{name}_answer"] += contains_answer(transcript, row.get("answers") or [])
+            totals[f"{name}_answer"] += contains_answer(transcript, row.answers)
         totals["words"] += words
     n = len(rows)
     return {

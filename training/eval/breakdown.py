@@ -34,6 +34,11 @@ def _group_order(name: str) -> tuple[int, str]:
     return (0, "") if name == NOTHING_HELD_OUT else (name.count("+") + 1, name)
 
 
+def _sorted_groups(names: Iterable[str], key: str) -> list[str]:
+    """Display order of the groups of `key` ("heldout": by `_group_order`; "voice": by name)."""
+    return sorted(names, key=_group_order) if key == "heldout" else sorted(names)
+
+
 def group_scores(results: Sequence[Any], key: str, speech: bool) -> dict[str, dict[str, Any]]:
     """Accuracy per value of `key` ("heldout" or "voice") over results that carry it.
 
@@ -53,8 +58,7 @@ def group_scores(results: Sequence[Any], key: str, speech: bool) -> dict[str, di
         if name is not None:
             groups[name].append(r)
     out: dict[str, dict[str, Any]] = {}
-    order = _group_order if key == "heldout" else (lambda n: n)
-    for name in sorted(groups, key=order):
+    for name in _sorted_groups(groups, key):
         rs = groups[name]
         entry: dict[str, Any] = {"n": len(rs), "text_accuracy": sum(r.text_correct for r in rs) / len(rs)}
         if speech:
@@ -65,7 +69,7 @@ def group_scores(results: Sequence[Any], key: str, speech: bool) -> dict[str, di
 
 def _columns(report: dict[str, Any], field: str) -> list[str]:
     names = {g for entry in report["modes"].values() for g in entry.get(field, {})}
-    return sorted(names, key=_group_order if field == "by_heldout" else (lambda n: n))
+    return _sorted_groups(names, field.removeprefix("by_"))
 
 
 def format_breakdown(report: dict[str, Any], field: str = "by_heldout") -> str:
