@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from training.recipes import demo
 
@@ -17,9 +18,8 @@ needs_tts = pytest.mark.skipif(
 
 def _cfg(corpus, work, **kw):
     tiny = dict(text_vocab_size=400, num_units=16, codec_decoder_steps=2, llm_hidden=32, llm_heads=2)
-    return demo.DemoConfig(
-        corpus=str(corpus), work_dir=str(work), stop_after="prepare", threads=1, **tiny, **kw
-    )
+    kw = {"stop_after": "prepare", **kw}
+    return demo.DemoConfig(corpus=str(corpus), work_dir=str(work), threads=1, **tiny, **kw)
 
 
 @needs_tts
@@ -58,3 +58,35 @@ def test_extra_voices_join_the_speech_training_manifest(tmp_path):
     for copy, source in zip(extra, train, strict=True):  # same reply tokens, another recording
         assert copy["reply_tokens"] == source["reply_tokens"] and copy["audio"] != source["audio"]
     assert len(list((work / "mels").rglob("*.safetensors"))) >= len(train) + len(extra)  # mels cached
+
+
+@needs_tts
+def test_continue_from_trains_an_exported_checkpoint_further_and_keeps_its_card(tmp_path, tiny_assets):
+    from safetensors.torch import load_file
+
+    from training.data.synth import main as synth
+
+    corpus = tmp_path / "corpus"
+    synth(["--out", str(corpus), "--limit", "4", "--multiturn", "2", "--workers", "2"])
+    out = tmp_path / "demo"
+    shutil.copytree(tiny_assets.init, out)
+    (out / "README.md").write_text("# the model card\n")
+    before = load_file(out / "model.safetensors")
+    work = tmp_path / "work"
+    cfg = _cfg(corpus, work, continue_from=str(out), out=str(out), stop_after="export")
+    cfg.continue_steps, cfg.gspo_steps, cfg.max_tokens = 2, 1, 2000
+
+    assert demo.run(cfg) == out
+    assert not (work / "tiny_llm").exists() and not (work / "built").exists()  # no new build
+    for name in ("units_codec.json", "units_codec.safetensors"):  # the checkpoint's own units
+        assert (work / "codec" / name).read_bytes() == (tiny_assets.init / "codec" / name).read_bytes()
+    rows = [json.loads(x) for x in (work / "train.tokens.jsonl").read_text().splitlines()]
+    assert all(0 <= t < 32 for r in rows for t in r["reply_tokens"])  # within the codec's 32 units
+    assert (work / "continued" / "final" / "config.json").is_file()
+    assert (work / "gspo" / "final" / "config.json").is_file()
+    assert (out / "README.md").read_text() == "# the model card\n"
+    after = load_file(out / "model.safetensors")
+    assert {v.dtype for v in after.values()} == {torch.bfloat16}
+    changed = [k for k in before if not torch.equal(before[k].to(torch.bfloat16), after[k])]
+    assert any(k.startswith("llm.") for k in changed) and any(k.startswith("srh.") for k in changed)
+    assert not any(k.startswith("encoder.whisper.") for k in changed)  # frozen, as in stage 2

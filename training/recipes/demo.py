@@ -25,7 +25,13 @@ Stages (each skipped when its output exists, so an interrupted build continues):
                Whisper encoder stays frozen); --ctc_augment / --speech_augment perturb user speech
                (training.data.augment) in the ctc and adapter stages / the align and cocktail stages
   9. gspo      training.recipes.gspo on the arithmetic questions, math-answer reward
-  10. export   the result in bf16 to --out (<= 30 MB), with the evaluation on the test split
+  10. export   the result in bf16 to --out (<= 30 MB); a model card (README.md) already there is kept
+
+--continue_from DIR trains an exported demo checkpoint further instead: prepare (with DIR's codec, so
+the reply tokens are DIR's), --continue_steps more steps with the Core-Cocktail stage-2 settings (the
+same CoM mix, learning rate and augmentation), GSPO, export:
+
+    python -m training.recipes.demo --continue_from checkpoints/demo --work_dir runs/demo_more --out checkpoints/demo
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ log = logging.getLogger(__name__)
 STAGES = ("prepare", "build", "text_llm", "srh", "ctc", "adapter", "align", "cocktail", "gspo", "export")
 SPEECH_TRAIN = "speech_train.tokens.jsonl"  # --extra_voices: train + train_extra
 ALIGN_FROZEN = ["encoder.whisper", "speech_grouping", "ungrouping", "srh"]  # align trains adapter + LLM
+MIX_RATIOS = {m: 1.0 for m in MODE_NAMES} | {"S2M": 2.0, "S2T": 2.0}  # CoM-Mixing weights of the cocktail
+STAGE2_LR = (4e-4, 4e-5)  # Core-Cocktail stage 2 (and --continue_from): peak, final
 
 
 @dataclass
@@ -94,6 +102,11 @@ class DemoConfig:
     alpha: float = arg(0.5, "Core-Cocktail merge weight of M1")
     gspo_steps: int = arg(60, "GSPO steps on arithmetic questions")
     seed: int = arg(0, "seed of every stage")
+    continue_from: str = arg(
+        "",
+        "an exported demo checkpoint to train further (stage-2 settings, then GSPO) instead of a new build",
+    )
+    continue_steps: int = arg(600, "--continue_from: steps of further Core-Cocktail stage-2 training")
 
     def __post_init__(self) -> None:
         if self.stop_after not in STAGES:
@@ -119,7 +132,7 @@ def prepare(cfg: DemoConfig, work: Path) -> None:
     corpus = Path(cfg.corpus)
     train = read_manifest(corpus / "train.jsonl")
     llm_dir = work / "tiny_llm"
-    if not (llm_dir / "config.json").is_file():
+    if not cfg.continue_from and not (llm_dir / "config.json").is_file():
         texts = [t for item in train for t in (item.text or "", item.reply_text)]
         texts += [m.system_prompt for m in MODES.values()] * 20
         tokenizer = train_bpe_tokenizer(texts, cfg.text_vocab_size)
@@ -132,6 +145,11 @@ def prepare(cfg: DemoConfig, work: Path) -> None:
         AutoModelForCausalLM.from_config(hf).save_pretrained(llm_dir)
         tokenizer.save_pretrained(llm_dir)
     codec_dir = work / "codec"
+    if cfg.continue_from and not (codec_dir / "units_codec.json").is_file():
+        source = Path(cfg.continue_from) / "codec"
+        if not (source / "units_codec.json").is_file():
+            raise FileNotFoundError(f"--continue_from {cfg.continue_from} holds no units codec ({source})")
+        shutil.copytree(source, codec_dir)  # the checkpoint's own units: its SRH was trained on them
     if not (codec_dir / "units_codec.json").is_file():
         from core.audio import load_audio
 
@@ -165,7 +183,7 @@ def prepare(cfg: DemoConfig, work: Path) -> None:
 
 
 def run(cfg: DemoConfig) -> Path:
-    from training.recipes import adapter_ctc, build, core_cocktail, encoder_ctc, gspo, sft, srh_pretrain
+    from training.recipes import adapter_ctc, build, core_cocktail, encoder_ctc, sft, srh_pretrain
 
     torch.set_num_threads(cfg.threads)
     work = Path(cfg.work_dir)
@@ -179,6 +197,8 @@ def run(cfg: DemoConfig) -> Path:
     prepare(cfg, work)
     if stop == 0:
         return work
+    if cfg.continue_from:
+        return continue_training(cfg, work, speech_train, common)
     built = work / "built"
     if not _done(built):
         build.run(
@@ -314,14 +334,14 @@ def run(cfg: DemoConfig) -> Path:
                 output_dir=str(cocktail),
                 mel_cache=mels,
                 modes=list(MODE_NAMES),
-                mode_ratios={m: 1.0 for m in MODE_NAMES} | {"S2M": 2.0, "S2T": 2.0},
+                mode_ratios=MIX_RATIOS,
                 alpha=cfg.alpha,
                 stage1_steps=cfg.stage1_steps,
                 stage1_peak_lr=2e-3,
                 stage1_final_lr=2e-4,
                 stage2_steps=cfg.stage2_steps,
-                stage2_peak_lr=4e-4,
-                stage2_final_lr=4e-5,
+                stage2_peak_lr=STAGE2_LR[0],
+                stage2_final_lr=STAGE2_LR[1],
                 max_tokens=cfg.max_tokens,
                 freeze=["encoder.whisper"],
                 augment=cfg.speech_augment,
@@ -330,19 +350,29 @@ def run(cfg: DemoConfig) -> Path:
         )
     if stop == 7:
         return cocktail / "stage2" / "final"
+    rl = run_gspo(cfg, work, cocktail / "stage2" / "final", common)
+    if stop == 8:
+        return rl
+    return export(rl, Path(cfg.out))
+
+
+def run_gspo(cfg: DemoConfig, work: Path, init: Path, common: dict) -> Path:
+    """GSPO on the arithmetic questions of the training split (S2T / S2M, math-answer reward)."""
+    from training.recipes import gspo
+
     rl = work / "gspo"
     if not _done(rl / "final"):
         arithmetic = work / "arithmetic.tokens.jsonl"
-        lines = [json.loads(x) for x in Path(train).read_text().splitlines()]
+        lines = [json.loads(x) for x in (work / "train.tokens.jsonl").read_text().splitlines()]
         arithmetic.write_text(
             "".join(json.dumps(x) + "\n" for x in lines if x.get("category") == "arithmetic")
         )
         gspo.run(
             gspo.GSPOConfig(
-                init=str(cocktail / "stage2" / "final"),
+                init=str(init),
                 train_manifest=str(arithmetic),
                 output_dir=str(rl),
-                mel_cache=mels,
+                mel_cache=str(work / "mels"),
                 modes=["S2T", "S2M"],
                 group_size=4,
                 max_new_steps=60,
@@ -353,9 +383,40 @@ def run(cfg: DemoConfig) -> Path:
                 **{**common, "save_every": 20, "log_every": 1},
             )
         )
-    if stop == 8:
-        return rl / "final"
-    return export(rl / "final", Path(cfg.out))
+    return rl / "final"
+
+
+def continue_training(cfg: DemoConfig, work: Path, speech_train: str, common: dict) -> Path:
+    """--continue_from: the checkpoint, --continue_steps more of Core-Cocktail stage 2, GSPO, export."""
+    from training.recipes import sft
+
+    stop = STAGES.index(cfg.stop_after)
+    more = work / "continued"
+    if not _done(more / "final"):
+        sft.run(
+            sft.SFTConfig(
+                init=cfg.continue_from,
+                train_manifest=speech_train,
+                output_dir=str(more),
+                mel_cache=str(work / "mels"),
+                modes=list(MODE_NAMES),
+                mode_ratios=MIX_RATIOS,
+                max_steps=cfg.continue_steps,
+                max_tokens=cfg.max_tokens,
+                peak_lr=STAGE2_LR[0],
+                final_lr=STAGE2_LR[1],
+                freeze=["encoder.whisper"],
+                augment=cfg.speech_augment,
+                **common,
+            ),
+            desc="continued stage 2",
+        )
+    if stop <= STAGES.index("cocktail"):
+        return more / "final"
+    rl = run_gspo(cfg, work, more / "final", common) if cfg.gspo_steps else more / "final"
+    if stop == STAGES.index("gspo"):
+        return rl
+    return export(rl, Path(cfg.out))
 
 
 def prepare_alignment(source: Path, out: Path, cfg: DemoConfig) -> Path:
@@ -392,9 +453,13 @@ def export(source: Path, out: Path) -> Path:
     from core.checkpoint import from_pretrained, save_pretrained
 
     ckpt = from_pretrained(source)
+    card = out / "README.md"
+    kept = card.read_text() if card.is_file() else None
     if out.exists():
         shutil.rmtree(out)
     save_pretrained(out, ckpt.model.to(torch.bfloat16), ckpt.tokenizer, codec=ckpt.codec, extra=ckpt.extra)
+    if kept is not None:
+        card.write_text(kept)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     log.info("exported %s (%.1f MB)", out, size / 2**20)
     return out
