@@ -269,6 +269,60 @@ def test_breakdown_by_heldout_and_voice_by_hand(tmp_path):
         plot_breakdown(plain.report, tmp_path / "none.png")
 
 
+def test_breakdown_by_vocabulary_by_hand(tmp_path):
+    from training.eval.__main__ import full_table
+    from training.eval.breakdown import KNOWN_WORDS, NEW_WORD, new_words, training_vocabulary
+
+    train = write_manifest(
+        tmp_path / "train.jsonl",
+        [
+            {"id": "t1", "text": "What is three plus four?", "reply_text": "Seven."},
+            {"id": "t2", "text": "Thank you!", "reply_text": "You are welcome!", "history": [
+                {"text": "Hello there", "reply_text": "Hi!"}]},
+            {"id": "t3", "audio": "t3.wav", "reply_text": "A reply to speech with no transcript."},
+        ],
+    )  # fmt: skip
+    vocab = training_vocabulary(train)
+    assert vocab == {"what", "is", "three", "plus", "four", "thank", "you", "hello", "there"}
+    assert new_words("What is 3 plus FOUR?", vocab) == ()  # normalised as the scorer does: 3 = three
+    assert new_words("Many thanks, you!", vocab) == ("many", "thanks")
+    assert new_words(None, vocab) is None and new_words("hello", None) is None
+    with pytest.raises(ValueError, match="no question text"):
+        training_vocabulary(
+            write_manifest(tmp_path / "none.jsonl", [{"id": "x", "audio": "x.wav", "reply_text": "r"}])
+        )
+    items = read_eval_manifest(
+        write_manifest(
+            tmp_path / "test.jsonl",
+            [
+                {"id": "1", "text": "Hello there!", "answers": []},
+                {"id": "2", "text": "Many thanks!", "answers": []},
+            ],
+        ),
+        vocabulary=vocab,
+    )
+    assert [i.new_words for i in items] == [(), ("many", "thanks")]
+    assert read_eval_manifest(tmp_path / "test.jsonl")[0].new_words is None  # no vocabulary: unknown
+
+    # a: right text, wrong speech, known words; b: both wrong, c: both right, both with a new word;
+    # d: vocabulary unknown (left out of the groups)
+    replies = {name: reply for name, _, reply in ITEMS} | {"d": "x"}
+    unseen = {"a": (), "b": ("lyon",), "c": ("seventeen",)}
+    items = [
+        EvalItem(name, name, tmp_path / name, tuple(answers), "cat", new_words=unseen[name])
+        for name, answers, _ in ITEMS
+    ] + [EvalItem("d", "d", None, ("x",), "other")]
+    evaluator = Evaluator(StubEngine(replies), transcribe=fake_judge, speak_reference=fake_tts)
+    run = evaluate(evaluator, items, ["S2M", "T2T"], progress=False)
+    assert run.report["modes"]["S2M"]["by_vocabulary"] == {
+        KNOWN_WORDS: {"n": 1, "text_accuracy": 1.0, "speech_accuracy": 0.0},
+        NEW_WORD: {"n": 2, "text_accuracy": 0.5, "speech_accuracy": 0.5},
+    }
+    assert list(run.report["modes"]["T2T"]["by_vocabulary"]) == [KNOWN_WORDS, NEW_WORD]
+    assert {(r.id, tuple(r.new_words or ())) for r in run.results if r.mode == "T2T"} >= {("b", ("lyon",))}
+    assert "| T2T | 100.0 (1) | 50.0 (2) |" in full_table(run.report).split("question's words")[1]
+
+
 def test_history_is_passed_in_the_modes_input_modality(tmp_path):
     engine = StubEngine({"q": "x", "q.wav": "x"})
     item = EvalItem("m", "q", tmp_path / "q.wav", ("x",), history=(("hello", tmp_path / "h.wav", "Hi!"),))
@@ -372,11 +426,23 @@ def test_cli_end_to_end_on_a_tiny_checkpoint(tiny_checkpoint, tmp_path, capsys):
     for row, heldout in zip(rows, (["voice"], [], ["voice"]), strict=True):  # as the synth corpus says
         row |= {"heldout": heldout, "voice": "flite-kal16"}
     plot = tmp_path / "heldout.png"
+    train = write_manifest(
+        tmp_path / "train.jsonl",
+        [{"id": f"t{i}", "text": q, "reply_text": "r"} for i, q in enumerate(questions[:2])],
+    )
     report2, results2 = run(
-        write_manifest(tmp_path / "m2.jsonl", rows), tmp_path / "r2.jsonl", "--table", "--plot", str(plot)
+        write_manifest(tmp_path / "m2.jsonl", rows),
+        tmp_path / "r2.jsonl",
+        *("--table", "--plot", str(plot), "--train-manifest", str(train)),
     )
     assert plot.is_file() and "text accuracy (%) by held out of training" in report2["table"]
     assert report2["modes"]["T2T"]["by_heldout"]["voice"]["n"] == 2
+    # "Hello!" is the one question with a word the training questions lack
+    assert [results2[(f"q{i}", "S2T")]["new_words"] for i in range(3)] == [[], [], ["hello"]]
+    assert {g: v["n"] for g, v in report2["modes"]["S2T"]["by_vocabulary"].items()} == {
+        "known words": 2,
+        "a new word": 1,
+    }
     has_word = lambda s: bool(s) and any(ch.isalnum() for ch in s)  # noqa: E731
     meaningful = False
     for mode in modes:

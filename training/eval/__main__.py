@@ -1,12 +1,14 @@
 """Evaluate a DrVoice checkpoint on a spoken-QA manifest, per interaction mode (paper Table 4).
 
     python -m training.eval --checkpoint DIR --manifest FILE [--modes S2M,T2T] [--json] [--table]
-        [--out items.jsonl] [--plot breakdown.png] [--limit N]
+        [--out items.jsonl] [--plot breakdown.png] [--limit N] [--train-manifest TRAIN.jsonl]
 
 Prints the markdown table (rows = modes, Table 4 shape) by default; with --json, exactly one JSON
 object on stdout instead (plus the table under "table" when --table is given too). When the manifest
 records what each item holds out of training (the synthetic corpus does), the table is followed by
-text accuracy per held-out group and per voice, and --plot draws the held-out groups as bars.
+text accuracy per held-out group and per voice, and --plot draws the held-out groups as bars. With
+--train-manifest, also text accuracy for questions made of words seen in training questions against
+questions with a word no training question has (`by_vocabulary`).
 Progress and logs go to stderr.
 """
 
@@ -18,7 +20,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from training.eval.breakdown import format_breakdown, plot_breakdown
+from training.eval.breakdown import format_breakdown, plot_breakdown, training_vocabulary
 from training.eval.harness import (
     ALL_MODES,
     Evaluator,
@@ -49,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--out", help="write per-item results (JSONL) here")
     parser.add_argument("--plot", help="PNG of text accuracy per mode and held-out group (synth manifests)")
     parser.add_argument("--limit", type=int, help="only the first N manifest items")
+    parser.add_argument(
+        "--train-manifest",
+        help="the training manifest: accuracy apart for questions with a word no training question has",
+    )
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--max-new-steps", type=int, default=600, help="LLM steps per reply (5 Hz)")
@@ -75,7 +81,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
             seed=args.seed,
             max_new_steps=args.max_new_steps,
         )
-        items = read_eval_manifest(args.manifest, args.limit)
+        vocabulary = training_vocabulary(args.train_manifest) if args.train_manifest else None
+        items = read_eval_manifest(args.manifest, args.limit, vocabulary)
     except (ValueError, OSError) as exc:
         parser.error(str(exc))
     engine = VoiceChatEngine.from_pretrained(args.checkpoint, device=args.device)
@@ -101,9 +108,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 def full_table(report: dict) -> str:
-    """The Table 4 shaped table, then text accuracy (%, n) per held-out group and per voice if known."""
+    """The Table 4 shaped table, then text accuracy (%, n) per held-out group, voice and vocabulary group
+    where known."""
     parts = [format_table(report)]
-    for field, title in (("by_heldout", "held out of training"), ("by_voice", "voice")):
+    for field, title in (
+        ("by_heldout", "held out of training"),
+        ("by_voice", "voice"),
+        ("by_vocabulary", "the question's words (all in training questions, or not)"),
+    ):
         table = format_breakdown(report, field)
         if table:
             parts.append(f"text accuracy (%) by {title}, (n):\n\n{table}")

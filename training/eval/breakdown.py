@@ -1,4 +1,5 @@
-"""Accuracy broken down by what a test item holds out of training, and by the voice that asked.
+"""Accuracy broken down by what a test item holds out of training, by the voice that asked, and by
+whether the question has a word that no training question has.
 
 A synthetic corpus item says which factors are unseen in training (`heldout`: any of "combo",
 "phrasing", "voice"; an empty list when it is a new recording of something trained on) and who
@@ -6,6 +7,11 @@ spoke it (`voice`). A single accuracy mixes these; the breakdown shows where a m
 voices (hearing), new phrasings (language understanding) or new operand combinations (reasoning).
 
     report["modes"]["S2T"]["by_heldout"] = {"none": {"n": 110, "text_accuracy": 0.86}, "voice": ...}
+
+With the training manifest (`training_vocabulary`), items whose question holds a word never seen in a
+training question ("a new word": "Many thanks!" where training only said "thank you") are scored
+apart from those made of known words (`by_vocabulary`): a model that hears only the words it was
+trained on fails the first group from speech while it may still read them as text.
 
 `format_breakdown` renders one markdown table (rows = modes, columns = groups); `plot_breakdown`
 draws the same numbers as grouped bars.
@@ -18,7 +24,36 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from training.eval.scoring import normalize
+
 NOTHING_HELD_OUT = "none"  # the group of items that hold out nothing (a new recording only)
+KNOWN_WORDS, NEW_WORD = "known words", "a new word"  # the by_vocabulary groups, in display order
+
+
+def question_words(text: str) -> set[str]:
+    """The words of a question as the scorer normalises them (lower case, numbers spelled out)."""
+    return set(normalize(text, numbers="words").split())
+
+
+def training_vocabulary(manifest: str | Path) -> frozenset[str]:
+    """Every word of the questions (`text`, earlier turns included) of a training manifest."""
+    from training.data import read_manifest
+
+    words: set[str] = set()
+    for item in read_manifest(manifest, check_files=False):  # only the words are needed
+        for text in [item.text, *(turn.text for turn in item.history)]:
+            if text:
+                words |= question_words(text)
+    if not words:
+        raise ValueError(f"{manifest}: no question text to take a vocabulary from")
+    return frozenset(words)
+
+
+def new_words(text: str | None, vocabulary: frozenset[str] | None) -> tuple[str, ...] | None:
+    """The words of `text` missing from `vocabulary`, sorted; None when either is unknown."""
+    if text is None or vocabulary is None:
+        return None
+    return tuple(sorted(question_words(text) - vocabulary))
 
 
 def heldout_group(heldout: Iterable[str] | None) -> str | None:
@@ -35,16 +70,30 @@ def _group_order(name: str) -> tuple[int, str]:
 
 
 def _sorted_groups(names: Iterable[str], key: str) -> list[str]:
-    """Display order of the groups of `key` ("heldout": by `_group_order`; "voice": by name)."""
-    return sorted(names, key=_group_order) if key == "heldout" else sorted(names)
+    """Display order of the groups of `key` ("heldout": by `_group_order`; "vocabulary": known words
+    first; "voice": by name)."""
+    if key == "heldout":
+        return sorted(names, key=_group_order)
+    if key == "vocabulary":
+        return [g for g in (KNOWN_WORDS, NEW_WORD) if g in set(names)]
+    return sorted(names)
+
+
+def _group_name(result: Any, key: str) -> str | None:
+    if key == "heldout":
+        return heldout_group(result.heldout)
+    if key == "vocabulary":
+        return None if result.new_words is None else (NEW_WORD if result.new_words else KNOWN_WORDS)
+    return getattr(result, key)
 
 
 def group_scores(results: Sequence[Any], key: str, speech: bool) -> dict[str, dict[str, Any]]:
-    """Accuracy per value of `key` ("heldout" or "voice") over results that carry it.
+    """Accuracy per value of `key` ("heldout", "voice" or "vocabulary") over results that carry it.
 
     Args:
         results: `ItemResult`s of one mode.
-        key: the result attribute to group by; results where it is None are left out.
+        key: what to group by (for "vocabulary", whether `new_words` is empty); results where it is
+            unknown (None) are left out.
         speech: also report speech accuracy (modes that speak).
 
     Returns:
@@ -53,8 +102,7 @@ def group_scores(results: Sequence[Any], key: str, speech: bool) -> dict[str, di
     """
     groups: dict[str, list[Any]] = defaultdict(list)
     for r in results:
-        value = getattr(r, key)
-        name = heldout_group(value) if key == "heldout" else value
+        name = _group_name(r, key)
         if name is not None:
             groups[name].append(r)
     out: dict[str, dict[str, Any]] = {}

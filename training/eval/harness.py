@@ -22,7 +22,8 @@ Manifest lines: {"id", "audio" (WAV path relative to the manifest), "text", "ans
 "category"}, optionally "history" ([{"text", "audio", "reply_text"}], earlier turns given to the
 engine in the mode's input modality) and, as the synthetic corpus writes them, "voice" and
 "heldout" (the factors unseen in training), which add accuracy per held-out group and per voice
-(`by_heldout`, `by_voice`; `training.eval.breakdown`); other keys are ignored. Speech-input modes need `audio`, text-input modes `text`;
+(`by_heldout`, `by_voice`; `training.eval.breakdown`); given the training vocabulary, accuracy with
+and without a question word unseen in training (`by_vocabulary`); other keys are ignored. Speech-input modes need `audio`, text-input modes `text`;
 an item without the input a mode needs is skipped for that mode (counted in `skipped`).
 """
 
@@ -40,7 +41,7 @@ from typing import Any
 from core.modes import MODES, get_mode
 from core.sampling import SamplingConfig
 from core.types import Done, Waveform
-from training.eval.breakdown import group_scores
+from training.eval.breakdown import group_scores, new_words
 from training.eval.scoring import contains_answer, word_errors
 
 logger = logging.getLogger(__name__)
@@ -60,10 +61,16 @@ class EvalItem:
     history: tuple[tuple[str | None, Path | None, str], ...] = ()  # earlier (text, audio, reply_text)
     voice: str | None = None  # who asked (synth corpus), for the per-voice breakdown
     heldout: tuple[str, ...] | None = None  # factors unseen in training (synth corpus); None: unknown
+    new_words: tuple[str, ...] | None = None  # question words no training question has; None: unknown
 
 
-def read_eval_manifest(path: str | Path, limit: int | None = None) -> list[EvalItem]:
-    """Reads a JSONL manifest (first `limit` items); audio paths are resolved against its folder."""
+def read_eval_manifest(
+    path: str | Path, limit: int | None = None, vocabulary: frozenset[str] | None = None
+) -> list[EvalItem]:
+    """Reads a JSONL manifest (first `limit` items); audio paths are resolved against its folder.
+
+    `vocabulary` (`breakdown.training_vocabulary`) fills each item's `new_words`.
+    """
     path = Path(path)
     root = path.parent
     items = []
@@ -93,6 +100,7 @@ def read_eval_manifest(path: str | Path, limit: int | None = None) -> list[EvalI
                     history=history,
                     voice=record.get("voice"),
                     heldout=None if heldout is None else tuple(str(h) for h in heldout),
+                    new_words=new_words(record.get("text"), vocabulary),
                 )
             )
             if limit is not None and len(items) >= limit:
@@ -125,6 +133,7 @@ class ItemResult:
     error: str | None = None  # the engine refused the input (counted as wrong)
     voice: str | None = None  # the item's voice and held-out factors (copied for the breakdown)
     heldout: list[str] | None = None
+    new_words: list[str] | None = None  # question words unseen in training (with --train-manifest)
 
 
 class Evaluator:
@@ -197,6 +206,7 @@ class Evaluator:
     def _describe(result: ItemResult, item: EvalItem) -> ItemResult:
         result.voice = item.voice
         result.heldout = None if item.heldout is None else list(item.heldout)
+        result.new_words = None if item.new_words is None else list(item.new_words)
         return result
 
     def score(self, item: EvalItem, mode: str, done: Done, audio: Waveform | None) -> ItemResult:
@@ -276,7 +286,7 @@ def summarize(results: list[ItemResult], modes: Sequence[str], n_items: int) -> 
             categories[r.category or "none"].append(float(r.text_correct))
         entry["text_accuracy_by_category"] = {c: _mean(v) for c, v in sorted(categories.items())}
         speaks = get_mode(mode).speech_output
-        for key in ("heldout", "voice"):
+        for key in ("heldout", "voice", "vocabulary"):
             groups = group_scores(rs, key, speaks)
             if groups:
                 entry[f"by_{key}"] = groups
