@@ -71,6 +71,7 @@ def test_continue_from_trains_an_exported_checkpoint_further_and_keeps_its_card(
     out = tmp_path / "demo"
     shutil.copytree(tiny_assets.init, out)
     (out / "README.md").write_text("# the model card\n")
+    (out / "heldout.png").write_bytes(b"\x89PNG figure")
     before = load_file(out / "model.safetensors")
     work = tmp_path / "work"
     cfg = _cfg(corpus, work, continue_from=str(out), out=str(out), stop_after="export")
@@ -85,6 +86,7 @@ def test_continue_from_trains_an_exported_checkpoint_further_and_keeps_its_card(
     assert (work / "continued" / "final" / "config.json").is_file()
     assert (work / "gspo" / "final" / "config.json").is_file()
     assert (out / "README.md").read_text() == "# the model card\n"
+    assert (out / "heldout.png").read_bytes() == b"\x89PNG figure"
     after = load_file(out / "model.safetensors")
     assert {v.dtype for v in after.values()} == {torch.bfloat16}
     changed = [k for k in before if not torch.equal(before[k].to(torch.bfloat16), after[k])]

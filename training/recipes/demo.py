@@ -25,7 +25,7 @@ Stages (each skipped when its output exists, so an interrupted build continues):
                Whisper encoder stays frozen); --ctc_augment / --speech_augment perturb user speech
                (training.data.augment) in the ctc and adapter stages / the align and cocktail stages
   9. gspo      training.recipes.gspo on the arithmetic questions, math-answer reward
-  10. export   the result in bf16 to --out (<= 30 MB); a model card (README.md) already there is kept
+  10. export   the result in bf16 to --out (<= 30 MB); a model card (README.md, *.png) already there is kept
 
 --continue_from DIR trains an exported demo checkpoint further instead: prepare (with DIR's codec, so
 the reply tokens are DIR's), --continue_steps more steps with the Core-Cocktail stage-2 settings (the
@@ -449,17 +449,17 @@ def prepare_alignment(source: Path, out: Path, cfg: DemoConfig) -> Path:
 
 
 def export(source: Path, out: Path) -> Path:
-    """Copies the final checkpoint to `out` with bf16 weights (the embedded default must stay small)."""
+    """Copies the final checkpoint to `out` with bf16 weights (the embedded default must stay small);
+    the model card and its figures (README.md, *.png) already in `out` are kept."""
     from core.checkpoint import from_pretrained, save_pretrained
 
     ckpt = from_pretrained(source)
-    card = out / "README.md"
-    kept = card.read_text() if card.is_file() else None
+    kept = {p.name: p.read_bytes() for p in [out / "README.md", *out.glob("*.png")] if p.is_file()}
     if out.exists():
         shutil.rmtree(out)
     save_pretrained(out, ckpt.model.to(torch.bfloat16), ckpt.tokenizer, codec=ckpt.codec, extra=ckpt.extra)
-    if kept is not None:
-        card.write_text(kept)
+    for name, data in kept.items():  # the model card and its figures
+        (out / name).write_bytes(data)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     log.info("exported %s (%.1f MB)", out, size / 2**20)
     return out
