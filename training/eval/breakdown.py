@@ -75,7 +75,8 @@ def _sorted_groups(names: Iterable[str], key: str) -> list[str]:
     if key == "heldout":
         return sorted(names, key=_group_order)
     if key == "vocabulary":
-        return [g for g in (KNOWN_WORDS, NEW_WORD) if g in set(names)]
+        present = set(names)
+        return [g for g in (KNOWN_WORDS, NEW_WORD) if g in present]
     return sorted(names)
 
 

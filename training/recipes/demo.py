@@ -54,6 +54,7 @@ SPEECH_TRAIN = "speech_train.tokens.jsonl"  # --extra_voices: train + train_extr
 ALIGN_FROZEN = ["encoder.whisper", "speech_grouping", "ungrouping", "srh"]  # align trains adapter + LLM
 MIX_RATIOS = {m: 1.0 for m in MODE_NAMES} | {"S2M": 2.0, "S2T": 2.0}  # CoM-Mixing weights of the cocktail
 STAGE2_LR = (4e-4, 4e-5)  # Core-Cocktail stage 2 (and --continue_from): peak, final
+HEARD_FROZEN = ["encoder.whisper"]  # the cocktail, --continue_from and GSPO keep the trained ear as it is
 
 
 @dataclass
@@ -343,7 +344,7 @@ def run(cfg: DemoConfig) -> Path:
                 stage2_peak_lr=STAGE2_LR[0],
                 stage2_final_lr=STAGE2_LR[1],
                 max_tokens=cfg.max_tokens,
-                freeze=["encoder.whisper"],
+                freeze=HEARD_FROZEN,
                 augment=cfg.speech_augment,
                 **common,
             )
@@ -376,7 +377,7 @@ def run_gspo(cfg: DemoConfig, work: Path, init: Path, common: dict) -> Path:
                 modes=["S2T", "S2M"],
                 group_size=4,
                 max_new_steps=60,
-                freeze=["encoder.whisper"],
+                freeze=HEARD_FROZEN,
                 max_steps=cfg.gspo_steps,
                 peak_lr=2e-5,
                 final_lr=2e-6,
@@ -405,7 +406,7 @@ def continue_training(cfg: DemoConfig, work: Path, speech_train: str, common: di
                 max_tokens=cfg.max_tokens,
                 peak_lr=STAGE2_LR[0],
                 final_lr=STAGE2_LR[1],
-                freeze=["encoder.whisper"],
+                freeze=HEARD_FROZEN,
                 augment=cfg.speech_augment,
                 **common,
             ),
