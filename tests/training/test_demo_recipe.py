@@ -93,3 +93,36 @@ def test_continue_from_trains_an_exported_checkpoint_further_and_keeps_its_card(
     assert any(k.startswith("llm.") for k in changed) and any(k.startswith("srh.") for k in changed)
     assert any(k.startswith("encoder.whisper.") for k in before)  # so the next check has something to check
     assert not any(k.startswith("encoder.whisper.") for k in changed)  # frozen, as in stage 2
+
+
+@needs_tts
+def test_continue_ctc_steps_retrain_the_ear_on_general_speech(tmp_path, tiny_assets):
+    from safetensors.torch import load_file
+
+    from training.data.general_speech import main as general_speech
+    from training.data.synth import main as synth
+
+    corpus = tmp_path / "corpus"
+    synth(["--out", str(corpus), "--limit", "4", "--multiturn", "2", "--workers", "2"])
+    work = tmp_path / "work"
+    kw = dict(continue_from=str(tiny_assets.init), out=str(tmp_path / "out"), general_speech=True)
+    with pytest.raises(FileNotFoundError, match="training.data.general_speech"):
+        demo.run(_cfg(corpus, work, **kw))
+    general_speech(["--corpus", str(corpus), "--sentences", "6", "--vocabulary", "100"])
+    cfg = _cfg(corpus, work, stop_after="cocktail", **kw)
+    cfg.continue_ctc_steps, cfg.continue_adapter_ctc_steps, cfg.continue_steps, cfg.max_tokens = 2, 2, 1, 2000
+
+    assert demo.run(cfg) == work / "continued" / "final"
+    ids = lambda name: [json.loads(x)["id"] for x in (work / name).read_text().splitlines()]  # noqa: E731
+    assert ids(demo.EAR_TRAIN) == ids("train.tokens.jsonl") + [f"general-{i:05d}" for i in range(6)]
+    ctc_config = (work / "encoder_ctc" / "config.yaml").read_text()
+    assert demo.EAR_TRAIN in ctc_config and f"peak_lr: {demo.CONTINUE_EAR_LR[0]}" in ctc_config
+    adapter_config = (work / "adapter_ctc" / "config.yaml").read_text()
+    assert "encoder_ctc/final" in adapter_config  # the adapter stage starts from the retrained encoder
+    assert "train.tokens.jsonl" in adapter_config and demo.EAR_TRAIN not in adapter_config
+    before = load_file(tiny_assets.init / "model.safetensors")
+    ear = load_file(work / "adapter_ctc" / "final" / "model.safetensors")
+    after = load_file(work / "continued" / "final" / "model.safetensors")
+    whisper = [k for k in before if k.startswith("encoder.whisper.")]
+    assert whisper and any(not torch.equal(before[k].float(), ear[k].float()) for k in whisper)
+    assert all(torch.equal(ear[k], after[k]) for k in whisper)  # stage 2 keeps the new ear frozen

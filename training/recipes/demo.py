@@ -16,6 +16,8 @@ Stages (each skipped when its output exists, so an interrupted build continues):
   4. srh       training.recipes.srh_pretrain, strategy frozen_backbone (T2M/S2M, appendix C)
   5. ctc       training.recipes.encoder_ctc: the random Whisper encoder learns to hear (CTC on the
                user transcripts); trained only through the LLM loss it collapses to a constant
+               (--general_speech: also on the corpus's general.jsonl, English beyond the domain,
+               from training.data.general_speech)
   6. adapter   training.recipes.adapter_ctc: CTC of the adapter's 5 Hz output against the LLM's own
                token embeddings, so that the LLM is handed words rather than whole-utterance
                patterns to memorise (--adapter_ctc_steps 0 skips it)
@@ -29,7 +31,9 @@ Stages (each skipped when its output exists, so an interrupted build continues):
 
 --continue_from DIR trains an exported demo checkpoint further instead: prepare (with DIR's codec, so
 the reply tokens are DIR's), --continue_steps more steps with the Core-Cocktail stage-2 settings (the
-same CoM mix, learning rate and augmentation), GSPO, export:
+same CoM mix, learning rate and augmentation), GSPO, export; --continue_ctc_steps /
+--continue_adapter_ctc_steps first train its ear further (encoder CTC, then adapter CTC, at half the
+from-scratch learning rate; with --general_speech the encoder CTC hears English beyond the domain):
 
     python -m training.recipes.demo --continue_from checkpoints/demo --work_dir runs/demo_more --out checkpoints/demo
 """
@@ -51,9 +55,11 @@ log = logging.getLogger(__name__)
 
 STAGES = ("prepare", "build", "text_llm", "srh", "ctc", "adapter", "align", "cocktail", "gspo", "export")
 SPEECH_TRAIN = "speech_train.tokens.jsonl"  # --extra_voices: train + train_extra
+EAR_TRAIN = "ear_train.tokens.jsonl"  # --general_speech: the speech stages' manifest + general
 ALIGN_FROZEN = ["encoder.whisper", "speech_grouping", "ungrouping", "srh"]  # align trains adapter + LLM
 MIX_RATIOS = {m: 1.0 for m in MODE_NAMES} | {"S2M": 2.0, "S2T": 2.0}  # CoM-Mixing weights of the cocktail
 STAGE2_LR = (4e-4, 4e-5)  # Core-Cocktail stage 2 (and --continue_from): peak, final
+CONTINUE_EAR_LR = (5e-4, 5e-5)  # --continue_from: CTC of a trained ear (half the from-scratch peak)
 HEARD_FROZEN = ["encoder.whisper"]  # the cocktail, --continue_from and GSPO keep the trained ear as it is
 
 
@@ -93,6 +99,11 @@ class DemoConfig:
         "ctc, adapter, align and cocktail also train on the corpus's train_extra.jsonl "
         "(training.data.synth --extra-voice-copies)",
     )
+    general_speech: bool = arg(
+        False,
+        "the encoder CTC stage also trains on the corpus's general.jsonl, English words beyond "
+        "the QA domain (python -m training.data.general_speech)",
+    )
     adapter_ctc_steps: int = arg(
         1000, "CTC steps of the adapter against the LLM token embeddings (adapter_ctc; 0 = skip)"
     )
@@ -108,6 +119,8 @@ class DemoConfig:
         "an exported demo checkpoint to train further (stage-2 settings, then GSPO) instead of a new build",
     )
     continue_steps: int = arg(600, "--continue_from: steps of further Core-Cocktail stage-2 training")
+    continue_ctc_steps: int = arg(0, "--continue_from: encoder CTC steps first (0: the ear stays as it is)")
+    continue_adapter_ctc_steps: int = arg(0, "--continue_from: adapter CTC steps after those (0: none)")
 
     def __post_init__(self) -> None:
         if self.stop_after not in STAGES:
@@ -127,6 +140,7 @@ def prepare(cfg: DemoConfig, work: Path) -> None:
     from core.srh import build_transformers_config
     from core.text_tokenizer import train_bpe_tokenizer
     from training.data import MelCache, read_manifest, write_manifest
+    from training.data.general_speech import SPLIT as GENERAL_SPLIT
     from training.data.synth_plan import EXTRA_SPLIT
     from training.data.tokenize import precompute_mels, tokenize_manifest
 
@@ -171,6 +185,13 @@ def prepare(cfg: DemoConfig, work: Path) -> None:
                 "python -m training.data.synth --extra-voice-copies 1 (existing files are kept)"
             )
         splits.append(EXTRA_SPLIT)
+    if cfg.general_speech:
+        if not (corpus / f"{GENERAL_SPLIT}.jsonl").is_file():
+            raise FileNotFoundError(
+                f"--general_speech: {corpus / GENERAL_SPLIT}.jsonl is missing; add it with "
+                f"python -m training.data.general_speech --corpus {corpus}"
+            )
+        splits.append(GENERAL_SPLIT)
     for split in splits:
         target = work / f"{split}.tokens.jsonl"
         if target.is_file():
@@ -181,10 +202,14 @@ def prepare(cfg: DemoConfig, work: Path) -> None:
     if cfg.extra_voices:  # the speech stages' manifest: every train item, then its extra renderings
         parts = [(work / f"{s}.tokens.jsonl").read_text() for s in ("train", EXTRA_SPLIT)]
         (work / SPEECH_TRAIN).write_text("".join(parts))
+    if cfg.general_speech:  # the ear's CTC manifest: the speech stages' items, then general speech
+        speech = work / (SPEECH_TRAIN if cfg.extra_voices else "train.tokens.jsonl")
+        parts = [p.read_text() for p in (speech, work / f"{GENERAL_SPLIT}.tokens.jsonl")]
+        (work / EAR_TRAIN).write_text("".join(parts))
 
 
 def run(cfg: DemoConfig) -> Path:
-    from training.recipes import adapter_ctc, build, core_cocktail, encoder_ctc, sft, srh_pretrain
+    from training.recipes import build, core_cocktail, sft, srh_pretrain
 
     torch.set_num_threads(cfg.threads)
     work = Path(cfg.work_dir)
@@ -268,39 +293,10 @@ def run(cfg: DemoConfig) -> Path:
         align_init = work / "align_init"
         if not _done(align_init):
             prepare_alignment(srh / "final", align_init, cfg)
-        encoder_ctc.run(
-            encoder_ctc.EncoderCTCConfig(
-                init=str(align_init),
-                train_manifest=speech_train,
-                validation_manifest=str(work / "validation.tokens.jsonl"),
-                output_dir=str(ctc),
-                mel_cache=mels,
-                max_steps=cfg.ctc_steps,
-                augment=cfg.ctc_augment,
-                device=cfg.device,
-                seed=cfg.seed,
-            )
-        )
+        train_ear(cfg, work, align_init, ctc_steps=cfg.ctc_steps, adapter_steps=0)
     if stop == 4:
         return ctc / "final"
-    heard = ctc / "final"
-    if cfg.adapter_ctc_steps:
-        heard = work / "adapter_ctc" / "final"
-        if not _done(heard):
-            adapter_ctc.run(
-                adapter_ctc.AdapterCTCConfig(
-                    init=str(ctc / "final"),
-                    train_manifest=speech_train,
-                    validation_manifest=str(work / "validation.tokens.jsonl"),
-                    output_dir=str(heard.parent),
-                    mel_cache=mels,
-                    max_steps=cfg.adapter_ctc_steps,
-                    augment=cfg.ctc_augment,
-                    eval_items=128,
-                    device=cfg.device,
-                    seed=cfg.seed,
-                )
-            )
+    heard = train_ear(cfg, work, ctc / "final", ctc_steps=0, adapter_steps=cfg.adapter_ctc_steps)
     if stop == 5:
         return heard
     align = work / "align"
@@ -357,6 +353,60 @@ def run(cfg: DemoConfig) -> Path:
     return export(rl, Path(cfg.out))
 
 
+def train_ear(
+    cfg: DemoConfig,
+    work: Path,
+    init: Path,
+    ctc_steps: int,
+    adapter_steps: int,
+    lr: tuple[float, float] = (1e-3, 1e-4),
+) -> Path:
+    """The ear's CTC stages from `init`: `ctc_steps` of encoder CTC (work/encoder_ctc), then
+    `adapter_steps` of adapter CTC (work/adapter_ctc), each skipped at 0 steps or when done; on the
+    speech stages' manifest, the encoder CTC with --general_speech on the general speech too (not the
+    adapter CTC: a general sentence is ~3.7 tokens of the corpus-trained BPE per word, more than its
+    5 Hz frames, so CTC finds no path through it). Returns the last output."""
+    from training.recipes import adapter_ctc, encoder_ctc
+
+    speech = work / (SPEECH_TRAIN if cfg.extra_voices else "train.tokens.jsonl")
+    shared = dict(
+        validation_manifest=str(work / "validation.tokens.jsonl"),
+        mel_cache=str(work / "mels"),
+        augment=cfg.ctc_augment,
+        peak_lr=lr[0],
+        final_lr=lr[1],
+        device=cfg.device,
+        seed=cfg.seed,
+    )
+    heard = init
+    if ctc_steps:
+        heard = work / "encoder_ctc" / "final"
+        if not _done(heard):
+            encoder_ctc.run(
+                encoder_ctc.EncoderCTCConfig(
+                    init=str(init),
+                    train_manifest=str(work / EAR_TRAIN if cfg.general_speech else speech),
+                    output_dir=str(heard.parent),
+                    max_steps=ctc_steps,
+                    **shared,
+                )
+            )
+    if adapter_steps:
+        source, heard = heard, work / "adapter_ctc" / "final"
+        if not _done(heard):
+            adapter_ctc.run(
+                adapter_ctc.AdapterCTCConfig(
+                    init=str(source),
+                    train_manifest=str(speech),
+                    output_dir=str(heard.parent),
+                    max_steps=adapter_steps,
+                    eval_items=128,
+                    **shared,
+                )
+            )
+    return heard
+
+
 def run_gspo(cfg: DemoConfig, work: Path, init: Path, common: dict) -> Path:
     """GSPO on the arithmetic questions of the training split (S2T / S2M, math-answer reward)."""
     from training.recipes import gspo
@@ -392,11 +442,19 @@ def continue_training(cfg: DemoConfig, work: Path, speech_train: str, common: di
     from training.recipes import sft
 
     stop = STAGES.index(cfg.stop_after)
+    heard = train_ear(
+        cfg,
+        work,
+        Path(cfg.continue_from),
+        ctc_steps=cfg.continue_ctc_steps,
+        adapter_steps=cfg.continue_adapter_ctc_steps,
+        lr=CONTINUE_EAR_LR,
+    )
     more = work / "continued"
     if not _done(more / "final"):
         sft.run(
             sft.SFTConfig(
-                init=cfg.continue_from,
+                init=str(heard),
                 train_manifest=speech_train,
                 output_dir=str(more),
                 mel_cache=str(work / "mels"),
