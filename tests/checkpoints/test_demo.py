@@ -47,7 +47,7 @@ def test_demo_answers_spoken_test_questions_in_s2t(engine, question):
     """S2T on test-split recordings by a voice held out of training: for capital, opposite and weekday,
     the first such item the committed checkpoint answered correctly in its full evaluation
     (`questions.json` names the voice). A regression test of the spoken-input path on an unheard
-    voice; its accuracy on the whole test split (58.0% S2T; 81% where only the voice is held out)
+    voice; its accuracy on the whole test split (60.8% S2T; 90% where only the voice is held out)
     is in the model card."""
     events = list(engine.stream(ChatRequest("S2T", audio=FIXTURES / question["audio"])))
     done = events[-1]
