@@ -29,9 +29,8 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from training.data.synth import TTSJob, render_audio
+from training.data.synth import _write_jsonl, render_audio, user_job
 from training.data.synth_plan import SynthConfig, _prosody, _user_audio_path
-from training.data.tts import Prosody
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +44,9 @@ def english_vocabulary(size: int) -> list[str]:
     digits, apostrophes or one-letter tokens other than "a" and "I"), most frequent first."""
     from wordfreq import top_n_list
 
-    words, seen = [], set()
-    for word in top_n_list("en", size * 3):
-        if WORD.fullmatch(word) and (len(word) > 1 or word in SINGLE_LETTER_WORDS) and word not in seen:
-            seen.add(word)
+    words = []
+    for word in top_n_list("en", size * 3):  # distinct words, most frequent first
+        if WORD.fullmatch(word) and (len(word) > 1 or word in SINGLE_LETTER_WORDS):
             words.append(word)
             if len(words) == size:
                 return words
@@ -104,19 +102,9 @@ def build_general(
     """Renders the general sentences into `corpus`, writes general.jsonl and general.json; returns the latter."""
     vocabulary = english_vocabulary(vocabulary_size)
     records = plan_general(corpus, n, vocabulary, seed)
-    jobs = [
-        TTSJob(
-            r["audio"],
-            r["text"],
-            r["voice"],
-            Prosody(r["prosody"]["rate"], r["prosody"]["pitch"]),
-            r["prosody"]["peak"],
-        )
-        for r in records
-    ]
+    jobs = [user_job(r["text"], r["audio"], r["voice"], r["prosody"]) for r in records]
     rendered = render_audio(jobs, corpus, workers, progress)
-    lines = "".join(json.dumps(r) + "\n" for r in records)
-    (corpus / f"{SPLIT}.jsonl").write_text(lines)
+    _write_jsonl(corpus / f"{SPLIT}.jsonl", records)
     used = Counter(w.lower().strip(".?") for r in records for w in r["text"].split())
     summary = {
         "sentences": n,

@@ -80,6 +80,7 @@ __all__ = [
     "reply_audio_path",
     "summarize",
     "tts_jobs",
+    "user_job",
 ]
 
 # ---------------------------------------------------------------------------------- rendering
@@ -94,14 +95,17 @@ class TTSJob:
     peak: float | None  # peak level to normalise to (None: keep the engine's level)
 
 
+def user_job(text: str, path: str, voice: str, prosody: dict) -> TTSJob:
+    """The rendering of a user turn; `prosody` as in manifest records ({"rate", "pitch", "peak"})."""
+    return TTSJob(path, text, voice, Prosody(prosody["rate"], prosody["pitch"]), prosody["peak"])
+
+
 def tts_jobs(corpus: CorpusPlan) -> list[TTSJob]:
     """Every audio file the corpus needs (each path once)."""
     jobs: dict[str, TTSJob] = {}
 
     def user(text: str, path: str, voice: str, prosody: dict) -> None:
-        jobs.setdefault(
-            path, TTSJob(path, text, voice, Prosody(prosody["rate"], prosody["pitch"]), prosody["peak"])
-        )
+        jobs.setdefault(path, user_job(text, path, voice, prosody))
 
     def assistant(text: str, path: str) -> None:
         jobs.setdefault(path, TTSJob(path, text, ASSISTANT_VOICE.name, Prosody(), None))

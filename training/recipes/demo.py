@@ -131,6 +131,12 @@ def _done(path: Path) -> bool:
     return (path / "config.json").is_file()
 
 
+def speech_manifest(cfg: DemoConfig, work: Path) -> Path:
+    """The speech stages' training manifest (ctc, adapter, align, cocktail): train, or with
+    --extra_voices train + train_extra."""
+    return work / (SPEECH_TRAIN if cfg.extra_voices else "train.tokens.jsonl")
+
+
 def prepare(cfg: DemoConfig, work: Path) -> None:
     from transformers import AutoModelForCausalLM
 
@@ -203,8 +209,7 @@ def prepare(cfg: DemoConfig, work: Path) -> None:
         parts = [(work / f"{s}.tokens.jsonl").read_text() for s in ("train", EXTRA_SPLIT)]
         (work / SPEECH_TRAIN).write_text("".join(parts))
     if cfg.general_speech:  # the ear's CTC manifest: the speech stages' items, then general speech
-        speech = work / (SPEECH_TRAIN if cfg.extra_voices else "train.tokens.jsonl")
-        parts = [p.read_text() for p in (speech, work / f"{GENERAL_SPLIT}.tokens.jsonl")]
+        parts = [p.read_text() for p in (speech_manifest(cfg, work), work / f"{GENERAL_SPLIT}.tokens.jsonl")]
         (work / EAR_TRAIN).write_text("".join(parts))
 
 
@@ -217,7 +222,7 @@ def run(cfg: DemoConfig) -> Path:
     save_config(cfg, work / "demo.yaml")
     stop = STAGES.index(cfg.stop_after)
     train, mels = str(work / "train.tokens.jsonl"), str(work / "mels")
-    speech_train = str(work / SPEECH_TRAIN) if cfg.extra_voices else train  # ctc, align, cocktail
+    speech_train = str(speech_manifest(cfg, work))
     common = dict(precision="fp32", device=cfg.device, seed=cfg.seed, log_every=10, save_every=200)
 
     prepare(cfg, work)
@@ -368,7 +373,7 @@ def train_ear(
     5 Hz frames, so CTC finds no path through it). Returns the last output."""
     from training.recipes import adapter_ctc, encoder_ctc
 
-    speech = work / (SPEECH_TRAIN if cfg.extra_voices else "train.tokens.jsonl")
+    speech = speech_manifest(cfg, work)
     shared = dict(
         validation_manifest=str(work / "validation.tokens.jsonl"),
         mel_cache=str(work / "mels"),
