@@ -1,0 +1,108 @@
+"""The demo pipeline's data stage (`python -m training.recipes.demo --stop_after prepare`).
+
+`prepare` writes into the work folder: the text tokenizer and the random tiny LLM (new builds only),
+the units codec (fitted on the assistant replies of the train split, or copied from
+--continue_from), reply tokens and cached user log-mels of every split, and the speech stages'
+manifests: `speech_train.tokens.jsonl` (--extra_voices: train + train_extra) and
+`ear_train.tokens.jsonl` (--general_speech: those + the general-English sentences, for the encoder
+CTC).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from training.recipes.demo import DemoConfig
+
+log = logging.getLogger(__name__)
+
+SPEECH_TRAIN = "speech_train.tokens.jsonl"  # --extra_voices: train + train_extra
+EAR_TRAIN = "ear_train.tokens.jsonl"  # --general_speech: the speech stages' manifest + general
+
+
+def speech_manifest(cfg: DemoConfig, work: Path) -> Path:
+    """The speech stages' training manifest (ctc, adapter, align, cocktail): train, or with
+    --extra_voices train + train_extra."""
+    return work / (SPEECH_TRAIN if cfg.extra_voices else "train.tokens.jsonl")
+
+
+def prepare(cfg: DemoConfig, work: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from core.codec.units import UnitsCodec
+    from core.config import qwen2_config_dict
+    from core.modes import MODES
+    from core.srh import build_transformers_config
+    from core.text_tokenizer import train_bpe_tokenizer
+    from training.data import MelCache, read_manifest, write_manifest
+    from training.data.general_speech import SPLIT as GENERAL_SPLIT
+    from training.data.synth_plan import EXTRA_SPLIT
+    from training.data.tokenize import precompute_mels, tokenize_manifest
+
+    corpus = Path(cfg.corpus)
+    train = read_manifest(corpus / "train.jsonl")
+    llm_dir = work / "tiny_llm"
+    if not cfg.continue_from and not (llm_dir / "config.json").is_file():
+        texts = [t for item in train for t in (item.text or "", item.reply_text)]
+        texts += [m.system_prompt for m in MODES.values()] * 20
+        tokenizer = train_bpe_tokenizer(texts, cfg.text_vocab_size)
+        hf = build_transformers_config(
+            qwen2_config_dict(
+                len(tokenizer), cfg.llm_hidden, cfg.llm_layers, cfg.llm_heads, max_positions=4096
+            )
+        )
+        torch.manual_seed(cfg.seed)
+        AutoModelForCausalLM.from_config(hf).save_pretrained(llm_dir)
+        tokenizer.save_pretrained(llm_dir)
+    codec_dir = work / "codec"
+    if cfg.continue_from and not (codec_dir / "units_codec.json").is_file():
+        source = Path(cfg.continue_from) / "codec"
+        if not (source / "units_codec.json").is_file():
+            raise FileNotFoundError(f"--continue_from {cfg.continue_from} holds no units codec ({source})")
+        shutil.copytree(source, codec_dir)  # the checkpoint's own units: its SRH was trained on them
+    if not (codec_dir / "units_codec.json").is_file():
+        from core.audio import load_audio
+
+        replies = sorted({item.reply_audio for item in train if item.reply_audio})
+        waves = [load_audio(p, min_seconds=0.0, silence_threshold_dbfs=None) for p in replies]
+        log.info("fitting the units codec on %d assistant replies", len(waves))
+        codec = UnitsCodec.fit(
+            waves, cfg.num_units, seed=cfg.seed, decoder_steps=cfg.codec_decoder_steps, progress=True
+        )
+        codec.save(codec_dir)
+    codec = UnitsCodec.load(codec_dir)
+    cache = MelCache(work / "mels", 80)
+    splits = ["train", "validation", "test", "multiturn"]
+    if cfg.extra_voices:
+        if not (corpus / f"{EXTRA_SPLIT}.jsonl").is_file():
+            raise FileNotFoundError(
+                f"--extra_voices: {corpus / EXTRA_SPLIT}.jsonl is missing; build the corpus with "
+                "python -m training.data.synth --extra-voice-copies 1 (existing files are kept)"
+            )
+        splits.append(EXTRA_SPLIT)
+    if cfg.general_speech:
+        if not (corpus / f"{GENERAL_SPLIT}.jsonl").is_file():
+            raise FileNotFoundError(
+                f"--general_speech: {corpus / GENERAL_SPLIT}.jsonl is missing; add it with "
+                f"python -m training.data.general_speech --corpus {corpus}"
+            )
+        splits.append(GENERAL_SPLIT)
+    for split in splits:
+        target = work / f"{split}.tokens.jsonl"
+        if target.is_file():
+            continue
+        items = tokenize_manifest(read_manifest(corpus / f"{split}.jsonl"), codec, progress=True)
+        precompute_mels(items, cache, progress=True)
+        write_manifest(items, target)
+    if cfg.extra_voices:  # the speech stages' manifest: every train item, then its extra renderings
+        parts = [(work / f"{s}.tokens.jsonl").read_text() for s in ("train", EXTRA_SPLIT)]
+        (work / SPEECH_TRAIN).write_text("".join(parts))
+    if cfg.general_speech:  # the ear's CTC manifest: the speech stages' items, then general speech
+        parts = [p.read_text() for p in (speech_manifest(cfg, work), work / f"{GENERAL_SPLIT}.tokens.jsonl")]
+        (work / EAR_TRAIN).write_text("".join(parts))
