@@ -32,6 +32,7 @@ class DrVoiceConfig:
     )
     encoder: dict[str, Any] | None = None  # core.encoder.EncoderConfig dict (user_audio == "continuous")
     max_positions: int = 2048  # LLM sequence budget (2K positions ~ 6.8 min at 5 Hz, appendix A)
+    speech_input_dropout: float = 0.0  # training only: share of speech groups left out of the LLM input
     text_loss_weight: float = 1.0  # lambda of eq. (7)
     speech_loss_weight: float = 1.0  # mu of eq. (7)
     codec: dict[str, Any] = field(default_factory=lambda: {"type": "units", "path": "codec"})  # detokenizer
@@ -48,6 +49,8 @@ class DrVoiceConfig:
             raise ValueError(f"group_size must be >= 1, got {self.group_size}")
         if self.speech_delay < 0:
             raise ValueError(f"speech_delay must be >= 0, got {self.speech_delay}")
+        if not 0.0 <= self.speech_input_dropout < 1.0:
+            raise ValueError(f"speech_input_dropout must be in [0, 1), got {self.speech_input_dropout}")
         if self.speech_vocab_size < 2:
             raise ValueError(f"speech_vocab_size must be >= 2, got {self.speech_vocab_size}")
         if self.user_audio == "continuous" and self.encoder is None:

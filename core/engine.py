@@ -80,8 +80,13 @@ class VoiceChatEngine:
         self.checkpoint_id = checkpoint_id
         self.config = model.config
         self.builder = SequenceBuilder(self.config, tokenizer)
-        self.generator = DrVoiceGenerator(self.model)
+        self.generator = DrVoiceGenerator(self.model, draft_ids=self._draft_ids)
         self._lock = threading.Lock()  # one generation at a time per model (torch threads are shared)
+
+    def _draft_ids(self, mode: str, chain_ids: list[int]) -> list[int]:
+        """The drafted response of a chain phase, encoded the way training encodes the parallel text."""
+        chain = self.tokenizer.decode(chain_ids, skip_special_tokens=False)
+        return self.builder.encode_text(split_chain_text(get_mode(mode), chain)[1].strip())
 
     @classmethod
     def from_pretrained(

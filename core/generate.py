@@ -9,7 +9,7 @@ parallel phase when they emit <|audio_bos|>. See core/sequence.py for the positi
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -73,11 +73,25 @@ class _Decoder:
         return self.forward(*full, cache=None)[:, -n:]
 
 
-class DrVoiceGenerator:
-    """Streams GenSteps for a prompt (see `core.sequence.SequenceBuilder.prompt`)."""
+DraftIds = Callable[[str, list[int]], list[int]]  # (mode, chain-phase ids) -> the draft's reply ids
 
-    def __init__(self, model: DrVoiceModel):
+
+class DrVoiceGenerator:
+    """Streams GenSteps for a prompt (see `core.sequence.SequenceBuilder.prompt`).
+
+    Args:
+        model: the model.
+        draft_ids: for STC/SAC with `SamplingConfig.follow_draft`: maps the chain phase's ids to the
+            drafted response's ids as training lays them out in the parallel phase (the engine
+            decodes, splits off the transcript and re-encodes). Training teaches the parallel text to
+            repeat the draft token for token; following it makes sure it does, where a small model's
+            text head, fed its own speech as well, drifts ("fifty three" drafted, "fifty five"
+            spoken). None: the text head writes the parallel text afresh.
+    """
+
+    def __init__(self, model: DrVoiceModel, draft_ids: DraftIds | None = None):
         self.model = model
+        self.draft_ids = draft_ids
         cfg = model.config
         self.cfg = cfg
         self.ids = cfg.special_token_ids
@@ -159,6 +173,9 @@ class DrVoiceGenerator:
         recent: list[int] = []
         par_step = 0
         pad_group = torch.full((k,), cfg.speech_pad, dtype=torch.long, device=dev)
+        chain_ids: list[int] = []
+        follow = m.has_draft and sampling.follow_draft and self.draft_ids is not None
+        forced: list[int] | None = None  # the parallel text, when it follows the draft
 
         def draw_text(mask: torch.Tensor) -> int:
             logits = model.llm.lm_head(hidden).float() + mask
@@ -176,9 +193,18 @@ class DrVoiceGenerator:
                     return
                 if tok == ids["audio_bos"]:
                     parallel = True
+                    if follow:
+                        forced = [*self.draft_ids(m.name, chain_ids), ids["im_end"]]
+                else:
+                    chain_ids.append(tok)
                 next_emb = model.text_embed(torch.tensor([[tok]], device=dev))
             else:
-                tok = ids["sil"] if text_done else draw_text(self.parallel_mask)
+                if text_done:
+                    tok = ids["sil"]
+                elif forced is not None:
+                    tok = forced[min(par_step, len(forced) - 1)]
+                else:
+                    tok = draw_text(self.parallel_mask)
                 new_codes: list[int] = []
                 group = pad_group
                 if par_step >= cfg.speech_delay and not speech_done:

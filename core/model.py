@@ -126,6 +126,11 @@ class DrVoiceModel(nn.Module):
         emb = self.text_embed(input_ids)  # (B, L, D)
         if speech_input_mask.any():
             g = self.speech_grouping(speech_inputs[speech_input_mask])  # (M, D)
+            if self.training and self.config.speech_input_dropout > 0:
+                # the text stream must not lean on the model's own speech, which at inference is
+                # generated, not the reference: drop whole groups from the input (not rescaled)
+                keep = torch.rand(g.shape[0], 1, device=g.device) >= self.config.speech_input_dropout
+                g = g * keep.to(g.dtype)
             emb = emb.clone()
             emb[speech_input_mask] = self.combine(emb[speech_input_mask], g)
         if self.config.user_audio == "continuous":

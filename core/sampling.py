@@ -21,6 +21,7 @@ class SamplingConfig:
     repetition_penalty: float = 1.0  # on speech tokens seen in the last `repetition_window` (1 = off)
     repetition_window: int = 25  # speech tokens (1 s at 25 Hz)
     seed: int | None = None  # makes sampling reproducible
+    follow_draft: bool = True  # STC/SAC: the parallel text repeats the drafted response (as trained)
     max_new_steps: int = 600  # LLM steps of the reply (600 = 2 min of speech at 5 Hz)
 
     def __post_init__(self) -> None:

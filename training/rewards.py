@@ -31,7 +31,9 @@ def math_answer(reply_text: str, item: ManifestItem) -> float:
     """1.0 when an accepted answer of `item` occurs in the reply as whole words, else 0.0.
 
     Numbers match as digits or words ("7" == "seven", "twenty seven" == "27") and on word
-    boundaries ("7" does not match "17" or "seventy"); see `training.eval.scoring.contains_answer`.
+    boundaries ("7" does not match "17" or "seventy"); a number that only echoes the question's
+    operands does not count ("Twelve minus six is five." earns nothing for the answer "six"); see
+    `training.eval.scoring.contains_answer`.
 
     Args:
         reply_text: the decoded reply.
@@ -40,7 +42,7 @@ def math_answer(reply_text: str, item: ManifestItem) -> float:
     Returns:
         1.0 or 0.0 (0.0 for an item without answers).
     """
-    return 1.0 if contains_answer(reply_text, item.answers) else 0.0
+    return 1.0 if contains_answer(reply_text, item.answers, item.text) else 0.0
 
 
 def load_reward(spec: str) -> RewardFn:

@@ -101,6 +101,25 @@ def test_chain_phase_deltas_add_up(engine, question):
     assert transcript.strip() == done.transcript and draft.strip() == done.draft
 
 
+def test_draft_ids_are_the_reply_encoding_of_the_draft(engine):
+    chain = engine.builder.encode_text(f"{QUESTION}?\n{REPLY}")
+    assert engine._draft_ids("STC", chain) == engine.builder.encode_text(REPLY)
+    assert engine._draft_ids("SAC", engine.builder.encode_text(REPLY)) == engine.builder.encode_text(REPLY)
+
+
+@pytest.mark.parametrize("mode", ["STC", "SAC"])
+def test_parallel_text_follows_the_draft(engine, question, mode, monkeypatch):
+    """With follow_draft the parallel phase repeats the draft token for token, even one the text head
+    would not write (here a draft swapped for another); without it the head writes its own text."""
+    other = "three plus four is eight."
+    monkeypatch.setattr(engine.generator, "draft_ids", lambda m, ids: engine.builder.encode_text(other))
+    _, followed = _run(engine, ChatRequest(mode, audio=question))
+    assert followed.reply_text == other and followed.draft == REPLY
+    free = SamplingConfig(follow_draft=False)
+    _, own = _run(engine, ChatRequest(mode, audio=question, sampling=free))
+    assert own.reply_text == REPLY
+
+
 def test_history_is_part_of_the_prompt(engine, question):
     plain = engine.build_prompt(ChatRequest("T2T", text="and five?"))
     history = [

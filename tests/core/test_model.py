@@ -91,3 +91,22 @@ def test_discrete_user_audio(tokenizer):
     ex = b.example(Sample("S2M", UserInput(speech_tokens=list(range(11))), "ok", list(range(6))))
     out = model(collate([ex], tokenizer.pad_token_id, model.config.speech_pad))
     assert torch.isfinite(out.loss)
+
+
+def test_speech_input_dropout_leaves_whole_groups_out_in_training_only(tokenizer):
+    model = make_model(tokenizer, speech_input_dropout=0.5)
+    batch = _batch(model, tokenizer, {"T2M": MODES_SAMPLES["T2M"]})
+    args = (batch.input_ids, batch.speech_inputs, batch.speech_input_mask, batch.mels)
+    text_only = model.text_embed(batch.input_ids)[batch.speech_input_mask]
+    with torch.no_grad():
+        model.eval()
+        served = model.embed_inputs(*args)[batch.speech_input_mask]
+        model.train()
+        torch.manual_seed(0)
+        trained = model.embed_inputs(*args)[batch.speech_input_mask]
+    dropped = (trained == text_only).all(-1)
+    assert not bool((served == text_only).all(-1).any())  # inference always hears its speech
+    assert 0 < int(dropped.sum()) < len(dropped)  # some groups dropped, not all
+    torch.testing.assert_close(trained[~dropped], served[~dropped])  # the rest untouched, not rescaled
+    with pytest.raises(ValueError, match="speech_input_dropout"):
+        make_model(tokenizer, speech_input_dropout=1.0)

@@ -95,6 +95,13 @@ def test_continue_from_trains_an_exported_checkpoint_further_and_keeps_its_card(
     assert not any(k.startswith("encoder.whisper.") for k in changed)  # frozen, as in stage 2
 
 
+def test_speech_splice_needs_the_general_speech(tmp_path):
+    with pytest.raises(ValueError, match="--general_speech"):
+        _cfg(tmp_path, tmp_path, speech_splice=0.5)
+    with pytest.raises(ValueError, match="speech_splice"):
+        _cfg(tmp_path, tmp_path, speech_splice=2.0, general_speech=True)
+
+
 @needs_tts
 def test_continue_ctc_steps_retrain_the_ear_on_general_speech(tmp_path, tiny_assets):
     from safetensors.torch import load_file
@@ -109,7 +116,7 @@ def test_continue_ctc_steps_retrain_the_ear_on_general_speech(tmp_path, tiny_ass
     with pytest.raises(FileNotFoundError, match="training.data.general_speech"):
         demo.run(_cfg(corpus, work, **kw))
     general_speech(["--corpus", str(corpus), "--sentences", "6", "--vocabulary", "100"])
-    cfg = _cfg(corpus, work, stop_after="cocktail", **kw)
+    cfg = _cfg(corpus, work, stop_after="cocktail", speech_splice=1.0, speech_input_dropout=0.3, **kw)
     cfg.continue_ctc_steps, cfg.continue_adapter_ctc_steps, cfg.continue_steps, cfg.max_tokens = 2, 2, 1, 2000
 
     assert demo.run(cfg) == work / "continued" / "final"
@@ -120,6 +127,9 @@ def test_continue_ctc_steps_retrain_the_ear_on_general_speech(tmp_path, tiny_ass
     adapter_config = (work / "adapter_ctc" / "config.yaml").read_text()
     assert "encoder_ctc/final" in adapter_config  # the adapter stage starts from the retrained encoder
     assert "train.tokens.jsonl" in adapter_config and demo.EAR_TRAIN not in adapter_config
+    stage2_config = (work / "continued" / "config.yaml").read_text()  # stage 2 hears spliced questions
+    assert "general.tokens.jsonl" in stage2_config and "splice_probability: 1.0" in stage2_config
+    assert "speech_input_dropout: 0.3" in stage2_config
     before = load_file(tiny_assets.init / "model.safetensors")
     ear = load_file(work / "adapter_ctc" / "final" / "model.safetensors")
     after = load_file(work / "continued" / "final" / "model.safetensors")

@@ -18,7 +18,17 @@ import pytest
 from core.engine import InputError
 from core.types import Done, Timings, Waveform
 from training.eval.__main__ import main, parse_modes
-from training.eval.harness import EvalItem, Evaluator, evaluate, format_table, read_eval_manifest
+from training.eval.harness import (
+    EvalItem,
+    Evaluator,
+    ItemResult,
+    evaluate,
+    format_table,
+    read_eval_manifest,
+    read_results,
+    rescore,
+    write_results,
+)
 from training.eval.scoring import (
     contains_answer,
     normalize,
@@ -99,6 +109,23 @@ def test_normalize(text, numbers, expected):
 )
 def test_contains_answer(text, answers, expected):
     assert contains_answer(text, answers) is expected
+
+
+@pytest.mark.parametrize(
+    "reply,answers,question,expected",
+    [
+        ("Twelve minus six is five.", ["6", "six"], "What is twelve minus six?", False),  # an echo
+        ("Twelve minus six is six.", ["6", "six"], "What is twelve minus six?", True),
+        ("Twelve minus six is 6.", ["6"], "What is 12 minus 6?", True),  # digits and words meet
+        ("Zero times ten is zero.", ["0"], "What is zero times ten?", True),
+        ("Zero.", ["0"], "What is zero times ten?", False),  # the documented price
+        ("The capital of France is Paris.", ["Paris"], "What is the capital of France?", True),
+        ("Hello! How can I help you today?", ["hello"], "Hey, hello!", True),  # word answers may echo
+        ("seven", ["7"], None, True),  # no question: plain matching
+    ],
+)
+def test_contains_answer_does_not_count_the_question_echo(reply, answers, question, expected):
+    assert contains_answer(reply, answers, question) is expected
 
 
 def test_wer_by_hand():
@@ -211,6 +238,69 @@ def test_harness_scores_by_hand(tmp_path):
     assert modes_inputs == {("S2M", True, False), ("T2T", False, True)}
     table = format_table(run.report)
     assert "| S2M | 66.67 | 33.33 | 7.14 | 7.14 | 3 |" in table and "| T2T | 75.00 | – | – | – | 4 |" in table
+
+
+def test_harness_does_not_score_an_echoed_operand(tmp_path):
+    question = "What is twelve minus six?"
+    replies = {question: "Twelve minus six is five.", "What is six minus zero?": "Six minus zero is six."}
+    items = [EvalItem(f"q{i}", q, None, ("6", "six")) for i, q in enumerate(replies)]
+    evaluator = Evaluator(StubEngine(replies), transcribe=fake_judge, speak_reference=fake_tts)
+    run = evaluate(evaluator, items, ["T2M"], progress=False)
+    by_id = {r.id: r for r in run.results}
+    assert not by_id["q0"].text_correct and not by_id["q0"].speech_correct  # "six" only echoes the question
+    assert by_id["q1"].text_correct and by_id["q1"].speech_correct  # the second "six" is the answer
+    assert run.report["modes"]["T2M"]["text_accuracy"] == pytest.approx(0.5)
+
+
+def test_rescore_judges_stored_results_again(tmp_path, capsys):
+    stored = [
+        ItemResult(
+            "a",
+            "T2M",
+            None,
+            "Twelve minus six is five.",
+            True,  # judged before the echo rule
+            transcript="twelve minus six is six",
+            speech_correct=True,
+            word_errors=1,
+            reference_words=5,
+            reference_transcript="twelve minus six is five",
+            reference_speech_correct=True,
+            time_to_first_audio=0.1,
+            total_time=0.5,
+            audio_seconds=1.0,
+            voice="v1",
+        ),
+        ItemResult("b", "T2T", None, "Paris.", False),
+    ]
+    write_results(stored, tmp_path / "items.jsonl")
+    assert read_results(tmp_path / "items.jsonl") == stored
+    items = [
+        EvalItem("a", "What is twelve minus six?", None, ("6",), "arithmetic"),
+        EvalItem("b", "Capital of France?", None, ("Paris",), "capital"),
+    ]
+    run = rescore(read_results(tmp_path / "items.jsonl"), items)
+    a, b = run.results
+    assert (a.text_correct, a.speech_correct, a.reference_speech_correct) == (False, True, False)
+    assert b.text_correct and a.category == "arithmetic" and a.voice == "v1"
+    t2m = run.report["modes"]["T2M"]
+    assert t2m["text_accuracy"] == 0.0 and t2m["speech_accuracy"] == 1.0 and t2m["asr_wer"] == 0.2
+    assert run.report["real_time_factor"] == 0.5 and list(run.report["modes"]) == ["T2M", "T2T"]
+    # the CLI: no checkpoint, no generation
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(
+        json.dumps({"id": "a", "text": "What is twelve minus six?", "answers": ["6"]})
+        + "\n"
+        + json.dumps({"id": "b", "text": "Capital of France?", "answers": ["Paris"]})
+        + "\n"
+    )
+    report = main(["--manifest", str(manifest), "--rescore", str(tmp_path / "items.jsonl"), "--json"])
+    assert json.loads(capsys.readouterr().out)["rescored"] == str(tmp_path / "items.jsonl")
+    assert report["modes"]["T2T"]["text_accuracy"] == 1.0 and report["modes"]["T2M"]["text_accuracy"] == 0.0
+    with pytest.raises(ValueError, match="not in the manifest"):
+        rescore(stored, items[:1])
+    with pytest.raises(SystemExit):
+        main(["--manifest", str(manifest)])  # neither --checkpoint nor --rescore
 
 
 def test_harness_counts_refused_inputs_as_wrong(tmp_path):

@@ -9,6 +9,8 @@ records what each item holds out of training (the synthetic corpus does), the ta
 text accuracy per held-out group and per voice, and --plot draws the held-out groups as bars. With
 --train-manifest, also text accuracy for questions made of words seen in training questions against
 questions with a word no training question has (`by_vocabulary`).
+With --rescore ITEMS.jsonl (an earlier run's --out), nothing is generated: the stored replies and
+transcripts are judged again with today's answer matching (no --checkpoint needed).
 Progress and logs go to stderr.
 """
 
@@ -27,6 +29,8 @@ from training.eval.harness import (
     evaluate,
     format_table,
     read_eval_manifest,
+    read_results,
+    rescore,
     write_results,
 )
 
@@ -43,12 +47,13 @@ def parse_modes(values: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m training.eval", description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", required=True, help="checkpoint directory (or hub id)")
+    parser.add_argument("--checkpoint", help="checkpoint directory (or hub id); not with --rescore")
     parser.add_argument("--manifest", required=True, help="JSONL with id, audio, text, answers, category")
     parser.add_argument("--modes", nargs="+", default=["all"], help="e.g. S2M,S2T,T2T or all (default)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--table", action="store_true", help="print the markdown table (also inside --json)")
     parser.add_argument("--out", help="write per-item results (JSONL) here")
+    parser.add_argument("--rescore", help="judge an earlier --out file again instead of generating")
     parser.add_argument("--plot", help="PNG of text accuracy per mode and held-out group (synth manifests)")
     parser.add_argument("--limit", type=int, help="only the first N manifest items")
     parser.add_argument(
@@ -63,6 +68,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "--speech-temperature", type=float, default=0.0, help="speech temperature (0 = greedy)"
     )
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (when sampling)")
+    parser.add_argument(
+        "--no-follow-draft",
+        action="store_true",
+        help="STC/SAC: let the text head write the parallel text afresh instead of repeating the draft",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -80,17 +90,28 @@ def main(argv: Sequence[str] | None = None) -> dict:
             speech_temperature=args.speech_temperature,
             seed=args.seed,
             max_new_steps=args.max_new_steps,
+            follow_draft=not args.no_follow_draft,
         )
         vocabulary = training_vocabulary(args.train_manifest) if args.train_manifest else None
         items = read_eval_manifest(args.manifest, args.limit, vocabulary)
     except (ValueError, OSError) as exc:
         parser.error(str(exc))
-    engine = VoiceChatEngine.from_pretrained(args.checkpoint, device=args.device)
-    try:
-        run = evaluate(Evaluator(engine, sampling), items, modes, progress=not args.quiet)
-    except ValueError as exc:
-        parser.error(str(exc))
-    report = {"checkpoint": str(args.checkpoint), "manifest": str(args.manifest), **run.report}
+    if args.rescore:
+        try:
+            stored = read_results(args.rescore)
+            run = rescore(stored, items, None if args.modes == ["all"] else modes)
+        except (ValueError, OSError) as exc:
+            parser.error(str(exc))
+    else:
+        if not args.checkpoint:
+            parser.error("--checkpoint is required (unless --rescore)")
+        engine = VoiceChatEngine.from_pretrained(args.checkpoint, device=args.device)
+        try:
+            run = evaluate(Evaluator(engine, sampling), items, modes, progress=not args.quiet)
+        except ValueError as exc:
+            parser.error(str(exc))
+    source = {"rescored": str(args.rescore)} if args.rescore else {"checkpoint": str(args.checkpoint)}
+    report = {**source, "manifest": str(args.manifest), **run.report}
     if args.out:
         write_results(run.results, args.out)
     if args.plot:

@@ -2,7 +2,8 @@
 
 For every manifest item and mode the engine answers once (greedy by default); then
 
-- text accuracy: an accepted answer occurs in the reply text (`scoring.contains_answer`);
+- text accuracy: an accepted answer occurs in the reply text (`scoring.contains_answer`; a number
+  answer must occur more often than in the question's text: an echoed operand is no answer);
 - speech accuracy (modes that speak): an accepted answer occurs in the recogniser's transcript of
   the generated audio (`asr.transcribe`, pocketsphinx);
 - ASR-WER (modes that speak): word error rate of that transcript against the reply text, pooled
@@ -29,6 +30,7 @@ an item without the input a mode needs is skipped for that mode (counted in `ski
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -217,7 +219,7 @@ class Evaluator:
             mode,
             item.category,
             reply,
-            contains_answer(reply, item.answers),
+            contains_answer(reply, item.answers, item.text),
             stop_reason=done.stop_reason,
         )
         self._describe(result, item)
@@ -231,13 +233,15 @@ class Evaluator:
             has_audio = audio is not None and len(audio.samples) > 0
             transcript = self.transcribe(audio) if has_audio else ""
             result.transcript = transcript
-            result.speech_correct = contains_answer(transcript, item.answers)
+            result.speech_correct = contains_answer(transcript, item.answers, item.text)
             result.word_errors, result.reference_words = word_errors(reply, transcript)
             result.wer = result.word_errors / result.reference_words if result.reference_words else None
             if result.reference_words:  # an empty reply has nothing to render
                 result.reference_transcript = self.reference_transcript(reply)
                 result.reference_word_errors, _ = word_errors(reply, result.reference_transcript)
-                result.reference_speech_correct = contains_answer(result.reference_transcript, item.answers)
+                result.reference_speech_correct = contains_answer(
+                    result.reference_transcript, item.answers, item.text
+                )
         return result
 
 
@@ -363,3 +367,47 @@ def write_results(results: list[ItemResult], path: str | Path) -> None:
     with open(path, "w") as f:
         for r in results:
             f.write(json.dumps(asdict(r), ensure_ascii=False) + "\n")
+
+
+def read_results(path: str | Path) -> list[ItemResult]:
+    """Per-item results written by `write_results` (--out)."""
+    results = []
+    with open(path) as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                results.append(ItemResult(**json.loads(line)))
+            except (json.JSONDecodeError, TypeError) as exc:
+                raise ValueError(f"{path}:{number}: not a per-item result line ({exc})") from exc
+    return results
+
+
+def rescore(results: list[ItemResult], items: list[EvalItem], modes: Sequence[str] | None = None) -> EvalRun:
+    """Judges stored replies and transcripts again with today's answer matching, without generating.
+
+    The manifest gives each result its answers and question text; word errors, timings and the
+    breakdown fields (voice, held-out factors, new words) are kept as stored. `modes`: those to report
+    (default: the modes of `results`, in their order).
+
+    Raises:
+        ValueError: a result whose id is not in `items`.
+    """
+    by_id = {item.id: item for item in items}
+    missing = sorted({r.id for r in results} - by_id.keys())
+    if missing:
+        raise ValueError(f"{len(missing)} result id(s) not in the manifest, e.g. {missing[0]!r}")
+    modes = list(modes) if modes else list(dict.fromkeys(r.mode for r in results))
+    out = []
+    for r in results:
+        if r.mode not in modes:
+            continue
+        item = by_id[r.id]
+        fresh = dataclasses.replace(r, category=item.category)
+        fresh.text_correct = r.error is None and contains_answer(r.reply, item.answers, item.text)
+        if r.transcript is not None:
+            fresh.speech_correct = contains_answer(r.transcript, item.answers, item.text)
+        if r.reference_transcript is not None:
+            fresh.reference_speech_correct = contains_answer(r.reference_transcript, item.answers, item.text)
+        out.append(fresh)
+    return EvalRun(summarize(out, modes, len({r.id for r in results})), out)

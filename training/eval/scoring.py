@@ -13,7 +13,8 @@ they are compared, so that "3 plus 4 is 7." and "three plus four is seven" score
    ("i'm"); whitespace is collapsed.
 
 `contains_answer` matches on the digit form, whole words only: the answer "7" matches "seven" and
-"7" but neither "17" nor "twenty seven" (which read as "17" and "27"). `wer` compares the word
+"7" but neither "17" nor "twenty seven" (which read as "17" and "27"); given the question, a number
+answer does not count where the reply only echoes it (an operand equal to the answer). `wer` compares the word
 forms (the recogniser writes numbers as words).
 """
 
@@ -202,19 +203,29 @@ def normalize(text: str, numbers: str = "words") -> str:
     return " ".join(tokens)
 
 
-def contains_answer(text: str, answers: Iterable[str]) -> bool:
+def _occurrences(words: Sequence[str], target: Sequence[str]) -> int:
+    n = len(target)
+    return sum(words[i : i + n] == target for i in range(len(words) - n + 1))
+
+
+def contains_answer(text: str, answers: Iterable[str], question: str | None = None) -> bool:
     """True when one of the accepted answers occurs in `text` as a whole-word phrase.
 
     Both sides are normalised with `numbers="digits"`; an answer that normalises to nothing is
-    ignored.
+    ignored. With `question`, a numeric answer's mentions that only echo the question do not count:
+    it must occur more often in `text` than in the question, so "Twelve minus six is five." does not
+    answer "What is twelve minus six?" with its operand "six", while "Zero times ten is zero." still
+    answers "zero" (the price: a bare "Zero." to that question scores as wrong). Word answers are
+    matched as they are: echoing "hello" is the right reply to "Hey, hello!".
     """
     words = normalize(text, numbers="digits").split()
+    asked = normalize(question, numbers="digits").split() if question else []
     for answer in answers:
         target = normalize(answer, numbers="digits").split()
         if not target:
             continue
-        n = len(target)
-        if any(words[i : i + n] == target for i in range(len(words) - n + 1)):
+        echoed = _occurrences(asked, target) if all(w.isdigit() for w in target) else 0
+        if _occurrences(words, target) > echoed:
             return True
     return False
 

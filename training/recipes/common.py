@@ -23,6 +23,7 @@ from training.data import (
     read_manifest,
 )
 from training.data.augment import AugmentedMels
+from training.data.splice import SplicedMels, filler_pool
 from training.metrics import MetricsLogger
 from training.runtime import (
     Runtime,
@@ -82,16 +83,32 @@ def build_dataset(
     ratios: dict[str, float] | None,
     seed: int,
     augment: bool = False,
+    splice_manifest: str | None = None,
+    splice_probability: float = 0.5,
 ) -> SpeechTextDataset:
     """CoM-Mixing dataset of a manifest; `augment` perturbs user log-mels afresh on every access
-    (`training.data.augment`; continuous user audio only)."""
+    (`training.data.augment`), `splice_manifest` splices its recordings around user questions at
+    `splice_probability` (`training.data.splice`); both for continuous user audio only."""
     cfg = ckpt.model.config
     builder = SequenceBuilder(cfg, ckpt.tokenizer)
+    items = read_manifest(manifest)
     features = MelCache(mel_cache, cfg.encoder["n_mels"]) if cfg.user_audio == "continuous" else None
+    if splice_manifest and features is None:
+        raise ValueError("splicing filler speech needs a continuous speech encoder (user_audio is discrete)")
+    if splice_manifest:
+        voices = {item.audio: item.voice for item in items if item.audio is not None and item.voice}
+        features = SplicedMels(
+            features,
+            filler_pool(read_manifest(splice_manifest)),
+            voices,
+            probability=splice_probability,
+            seed=seed,
+            max_frames=ckpt.model.encoder.cfg.window_mel_frames,
+        )
     if augment and features is not None:
         features = AugmentedMels(features, seed=seed)
     mixing = CoMMixingConfig(modes=tuple(modes), ratios=ratios, seed=seed)
-    return SpeechTextDataset(read_manifest(manifest), builder, features, mixing)
+    return SpeechTextDataset(items, builder, features, mixing)
 
 
 @dataclass

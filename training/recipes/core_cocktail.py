@@ -54,8 +54,13 @@ class CoreCocktailConfig:
     grad_clip: float = arg(1.0, "max gradient norm")
     text_loss_weight: float = arg(1.0, "lambda of eq. (7)")
     speech_loss_weight: float = arg(1.0, "mu of eq. (7)")
+    speech_input_dropout: float = arg(0.0, "share of reply speech groups left out of the LLM input (sft)")
     freeze: list[str] = arg([], "parameter prefixes to freeze in both stages")
     augment: bool = arg(False, "perturb user log-mels afresh each time, in both stages (sft --augment)")
+    splice_manifest: str | None = arg(
+        None, "unrelated speech spliced around user questions in both stages (sft --splice_manifest)"
+    )
+    splice_probability: float = arg(0.5, "share of user recordings that get a filler spliced on")
     seed: int = arg(0, "seeds data order")
     log_every: int = arg(10, "steps between metric lines")
     save_every: int = arg(200, "steps between resumable states")
@@ -98,9 +103,12 @@ class CoreCocktailConfig:
             weight_decay=self.weight_decay,
             grad_clip=self.grad_clip,
             text_loss_weight=self.text_loss_weight,
+            speech_input_dropout=self.speech_input_dropout,
             speech_loss_weight=self.speech_loss_weight,
             freeze=self.freeze,
             augment=self.augment,
+            splice_manifest=self.splice_manifest,
+            splice_probability=self.splice_probability,
             seed=self.seed + stage,
             log_every=self.log_every,
             save_every=self.save_every,

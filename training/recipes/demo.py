@@ -106,6 +106,16 @@ class DemoConfig:
         "the encoder CTC stage also trains on the corpus's general.jsonl, English words beyond "
         "the QA domain (python -m training.data.general_speech)",
     )
+    speech_splice: float = arg(
+        0.0,
+        "with --general_speech: share of user questions in the cocktail and continued stage-2 steps "
+        "with a stretch of general speech spliced before or after them (training.data.splice; 0 = off)",
+    )
+    speech_input_dropout: float = arg(
+        0.0,
+        "cocktail and continued stage-2 steps: share of the reply's speech groups left out of the LLM "
+        "input, so that the parallel text does not lean on the model's own speech",
+    )
     adapter_ctc_steps: int = arg(
         1000, "CTC steps of the adapter against the LLM token embeddings (adapter_ctc; 0 = skip)"
     )
@@ -127,6 +137,10 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if self.stop_after not in STAGES:
             raise ValueError(f"--stop_after must be one of {STAGES}, got {self.stop_after!r}")
+        if self.speech_splice and not self.general_speech:
+            raise ValueError("--speech_splice splices the general speech: it needs --general_speech true")
+        if not 0.0 <= self.speech_splice <= 1.0:
+            raise ValueError(f"--speech_splice must be in [0, 1], got {self.speech_splice}")
 
 
 def _done(path: Path) -> bool:
@@ -267,6 +281,7 @@ def run(cfg: DemoConfig) -> Path:
                 max_tokens=cfg.max_tokens,
                 freeze=HEARD_FROZEN,
                 augment=cfg.speech_augment,
+                **stage2_settings(cfg, work),
                 **common,
             )
         )
@@ -332,6 +347,19 @@ def train_ear(
     return heard
 
 
+def stage2_settings(cfg: DemoConfig, work: Path) -> dict:
+    """The stage-2 steps' speech_input_dropout and (--speech_splice) splice_manifest / splice_probability."""
+    from training.data.general_speech import SPLIT
+
+    settings = {"speech_input_dropout": cfg.speech_input_dropout}
+    if cfg.speech_splice:
+        settings |= {
+            "splice_manifest": str(work / f"{SPLIT}.tokens.jsonl"),
+            "splice_probability": cfg.speech_splice,
+        }
+    return settings
+
+
 def run_gspo(cfg: DemoConfig, work: Path, init: Path, common: dict) -> Path:
     """GSPO on the arithmetic questions of the training split (S2T / S2M, math-answer reward)."""
     from training.recipes import gspo
@@ -391,6 +419,7 @@ def continue_training(cfg: DemoConfig, work: Path, speech_train: str, common: di
                 final_lr=STAGE2_LR[1],
                 freeze=HEARD_FROZEN,
                 augment=cfg.speech_augment,
+                **stage2_settings(cfg, work),
                 **common,
             ),
             desc="continued stage 2",

@@ -50,8 +50,16 @@ class SFTConfig:
     grad_clip: float = arg(1.0, "max gradient norm (0 = off)")
     text_loss_weight: float = arg(1.0, "lambda of eq. (7)")
     speech_loss_weight: float = arg(1.0, "mu of eq. (7)")
+    speech_input_dropout: float = arg(
+        0.0,
+        "share of the reply's speech groups left out of the LLM input (the text stream stops leaning on them)",
+    )
     freeze: list[str] = arg([], "parameter prefixes to freeze: encoder, encoder.whisper, llm, srh, ...")
     augment: bool = arg(False, "perturb user log-mels afresh each time (tempo, mel warp, SpecAugment masks)")
+    splice_manifest: str | None = arg(
+        None, "manifest of unrelated speech spliced around user questions (training.data.splice)"
+    )
+    splice_probability: float = arg(0.5, "share of user recordings that get a filler spliced on")
     seed: int = arg(0, "seeds data order and initialisation")
     log_every: int = arg(10, "steps between metric lines")
     save_every: int = arg(200, "steps between resumable states")
@@ -70,6 +78,8 @@ class SFTConfig:
             raise ValueError(f"--precision must be bf16 or fp32, got {self.precision!r}")
         if self.max_steps < 1:
             raise ValueError(f"--max_steps must be >= 1, got {self.max_steps}")
+        if not 0.0 <= self.speech_input_dropout < 1.0:
+            raise ValueError(f"--speech_input_dropout must be in [0, 1), got {self.speech_input_dropout}")
 
 
 def run(cfg: SFTConfig, desc: str = "sft") -> Path | None:
@@ -82,11 +92,20 @@ def run(cfg: SFTConfig, desc: str = "sft") -> Path | None:
     model = ckpt.model
     model.config.text_loss_weight = cfg.text_loss_weight
     model.config.speech_loss_weight = cfg.speech_loss_weight
+    model.config.speech_input_dropout = cfg.speech_input_dropout
     trainable, frozen = freeze(model, cfg.freeze)
     log.info("trainable parameters %d, frozen %d", trainable, frozen)
 
     dataset = build_dataset(
-        ckpt, cfg.train_manifest, cfg.mel_cache, cfg.modes, cfg.mode_ratios, cfg.seed, cfg.augment
+        ckpt,
+        cfg.train_manifest,
+        cfg.mel_cache,
+        cfg.modes,
+        cfg.mode_ratios,
+        cfg.seed,
+        cfg.augment,
+        cfg.splice_manifest,
+        cfg.splice_probability,
     )
     sampler = LengthBucketSampler(
         dataset.lengths,
@@ -129,7 +148,13 @@ def run(cfg: SFTConfig, desc: str = "sft") -> Path | None:
         out / "final",
         ckpt,
         runtime,
-        {"recipe": desc, "init": cfg.init, "steps": cfg.max_steps, "augment": cfg.augment},
+        {
+            "recipe": desc,
+            "init": cfg.init,
+            "steps": cfg.max_steps,
+            "augment": cfg.augment,
+            "splice": cfg.splice_manifest is not None,
+        },
     )
 
 
