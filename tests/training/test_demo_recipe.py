@@ -130,6 +130,8 @@ def test_continue_ctc_steps_retrain_the_ear_on_general_speech(tmp_path, tiny_ass
     stage2_config = (work / "continued" / "config.yaml").read_text()  # stage 2 hears spliced questions
     assert "general.tokens.jsonl" in stage2_config and "splice_probability: 1.0" in stage2_config
     assert "speech_input_dropout: 0.3" in stage2_config
+    saved = json.loads((work / "continued" / "final" / "config.json").read_text())["model"]
+    assert saved["speech_input_dropout"] == 0.0  # not inherited by the recipes that start from it
     before = load_file(tiny_assets.init / "model.safetensors")
     ear = load_file(work / "adapter_ctc" / "final" / "model.safetensors")
     after = load_file(work / "continued" / "final" / "model.safetensors")

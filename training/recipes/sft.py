@@ -144,6 +144,7 @@ def run(cfg: SFTConfig, desc: str = "sft") -> Path | None:
         runtime,
         desc,
     )
+    model.config.speech_input_dropout = 0.0  # a training knob: later recipes (DPO, GSPO) must not inherit it
     return save_final(
         out / "final",
         ckpt,
