@@ -14,8 +14,8 @@ they are compared, so that "3 plus 4 is 7." and "three plus four is seven" score
 
 `contains_answer` matches on the digit form, whole words only: the answer "7" matches "seven" and
 "7" but neither "17" nor "twenty seven" (which read as "17" and "27"); given the question, a number
-answer does not count where the reply only echoes it (an operand equal to the answer). `wer` compares the word
-forms (the recogniser writes numbers as words).
+answer does not count where the reply only echoes it (an operand equal to the answer). `wer`
+compares the word forms (the recogniser writes numbers as words).
 """
 
 from __future__ import annotations

@@ -26,7 +26,10 @@ Stages (each skipped when its output exists, so an interrupted build continues):
                transcripts, so the LLM learns to read the encoder before the full mix
   8. cocktail  training.recipes.core_cocktail: CoM-Mixing stage 1, merge with M0, stage 2 (the
                Whisper encoder stays frozen); --ctc_augment / --speech_augment perturb user speech
-               (training.data.augment) in the ctc and adapter stages / the align and cocktail stages
+               (training.data.augment) in the ctc and adapter stages / the align and cocktail stages;
+               --speech_splice splices general speech around user questions (training.data.splice)
+               and --speech_input_dropout leaves reply speech groups out of the LLM input, in the
+               cocktail (and continued stage-2) steps
   9. gspo      training.recipes.gspo on the arithmetic questions, math-answer reward
   10. export   the result in bf16 to --out (<= 30 MB); a model card (README.md, *.png) already there is kept
 
