@@ -151,7 +151,7 @@ def read_manifest(path: str | os.PathLike, *, check_files: bool = True) -> list[
     path = Path(path)
     items: list[ManifestItem] = []
     seen: dict[str, str] = {}
-    for where, record in _json_lines(path):
+    for where, record in json_lines(path):
         item = _parse_item(record, path.parent, where, check_files)
         if item.id in seen:
             raise ManifestError(f"{where}: duplicate id {item.id!r} (first at {seen[item.id]})")
@@ -177,10 +177,11 @@ def read_preference_pairs(
     """
     path = Path(path)
     root = Path(audio_root) if audio_root is not None else path.parent
-    return [_parse_pair(record, root, where, check_files) for where, record in _json_lines(path)]
+    return [_parse_pair(record, root, where, check_files) for where, record in json_lines(path)]
 
 
-def _json_lines(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
+def json_lines(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
+    """("file:line", object) per non-blank line of a JSON Lines file; ManifestError on bad JSON."""
     if not path.is_file():
         raise FileNotFoundError(f"manifest not found: {path}")
     with path.open(encoding="utf-8") as handle:

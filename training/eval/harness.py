@@ -43,6 +43,7 @@ from typing import Any
 from core.modes import MODES, get_mode
 from core.sampling import SamplingConfig
 from core.types import Done, Waveform
+from training.data.manifest import json_lines
 from training.eval.breakdown import group_scores, new_words
 from training.eval.scoring import contains_answer, word_errors
 
@@ -372,14 +373,11 @@ def write_results(results: list[ItemResult], path: str | Path) -> None:
 def read_results(path: str | Path) -> list[ItemResult]:
     """Per-item results written by `write_results` (--out)."""
     results = []
-    with open(path) as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                results.append(ItemResult(**json.loads(line)))
-            except (json.JSONDecodeError, TypeError) as exc:
-                raise ValueError(f"{path}:{number}: not a per-item result line ({exc})") from exc
+    for where, record in json_lines(Path(path)):
+        try:
+            results.append(ItemResult(**record))
+        except TypeError as exc:
+            raise ValueError(f"{where}: not a per-item result line ({exc})") from exc
     return results
 
 
