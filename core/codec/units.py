@@ -9,7 +9,9 @@ the very same windows, so streamed and offline audio are identical.
 Lengths: `encode` returns T = ceil(duration * 25) units (the signal is zero-padded to whole units);
 `decode` returns exactly 640 samples (40 ms at 16 kHz) per unit.
 
-CLI: `python -m core.codec.units fit --wav-dir DIR --out DIR --num-units K`.
+CLI: `python -m core.codec.units fit --wav-dir DIR --out DIR --num-units K`;
+`python -m core.codec.units refit-decoder --codec DIR --out DIR --manifest M --wav-dir DIR` trains a
+wider decoder on more recordings of the voice, the units (and so any model trained on them) unchanged.
 """
 
 from __future__ import annotations
@@ -58,7 +60,10 @@ class UnitsCodecConfig:
     )
     decoder_channels: int = 0  # width of the residual conv decoder; 0 = lookup only
     decoder_blocks: int = 4  # residual blocks of the decoder
-    decoder_kernel: int = 5  # conv kernel (frames); receptive field = (2 + blocks) * (kernel - 1) + 1
+    decoder_kernel: int = 5  # conv kernel (frames)
+    # Dilation of each residual block (empty: 1 for all). Receptive field in frames:
+    # (kernel - 1) * (2 + sum(dilations)) + 1, e.g. 25 frames (6 units) for 4 undilated blocks.
+    decoder_dilations: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.num_units < 2:
@@ -67,6 +72,22 @@ class UnitsCodecConfig:
             raise ValueError(f"griffin_lim_iters must be >= 0, got {self.griffin_lim_iters}")
         if self.decoder_channels < 0 or self.decoder_kernel % 2 == 0:
             raise ValueError("decoder_channels must be >= 0 and decoder_kernel odd")
+        object.__setattr__(self, "decoder_dilations", tuple(int(d) for d in self.decoder_dilations))
+        if self.decoder_dilations and (
+            len(self.decoder_dilations) != self.decoder_blocks or min(self.decoder_dilations) < 1
+        ):
+            raise ValueError(
+                f"decoder_dilations must hold decoder_blocks={self.decoder_blocks} values >= 1, "
+                f"got {list(self.decoder_dilations)}"
+            )
+
+    @property
+    def decoder_reach_frames(self) -> int:
+        """Frames on each side of a frame that the residual decoder sees (0 without decoder)."""
+        if self.decoder_channels == 0:
+            return 0
+        dilations = self.decoder_dilations or (1,) * self.decoder_blocks
+        return (self.decoder_kernel // 2) * (2 + sum(dilations))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -99,17 +120,21 @@ class ResidualMelDecoder(nn.Module):
         channels: hidden width.
         blocks: residual conv blocks.
         kernel: conv kernel size in frames (odd).
+        dilations: per block (empty: all 1).
     """
 
-    def __init__(self, n_mels: int, channels: int, blocks: int, kernel: int) -> None:
+    def __init__(
+        self, n_mels: int, channels: int, blocks: int, kernel: int, dilations: Sequence[int] = ()
+    ) -> None:
         super().__init__()
         pad = kernel // 2
+        dilations = tuple(dilations) or (1,) * blocks
         self.register_buffer("mel_mean", torch.zeros(n_mels))  # input normalisation, set by fit
         self.register_buffer("mel_std", torch.ones(n_mels))
         self.input = nn.Conv1d(n_mels, channels, kernel, padding=pad)
         self.blocks = nn.ModuleList(
-            nn.Sequential(nn.GELU(), nn.Conv1d(channels, channels, kernel, padding=pad))
-            for _ in range(blocks)
+            nn.Sequential(nn.GELU(), nn.Conv1d(channels, channels, kernel, padding=pad * d, dilation=d))
+            for d in dilations
         )
         self.output = nn.Conv1d(channels, n_mels, kernel, padding=pad)
         nn.init.zeros_(self.output.weight)
@@ -122,6 +147,17 @@ class ResidualMelDecoder(nn.Module):
         for block in self.blocks:
             h = h + block(h)
         return log_mel + self.output(nn.functional.gelu(h)).transpose(1, 2) * self.mel_std
+
+
+def build_decoder(config: UnitsCodecConfig) -> ResidualMelDecoder:
+    """A fresh (identity) residual decoder of the config's shape."""
+    return ResidualMelDecoder(
+        config.features.n_mels,
+        config.decoder_channels,
+        config.decoder_blocks,
+        config.decoder_kernel,
+        config.decoder_dilations,
+    )
 
 
 class UnitsCodec:
@@ -304,6 +340,68 @@ class UnitsCodec:
             codec.train_decoder(units, targets, decoder_steps, seed=seed, progress=progress)
         return codec
 
+    def refit_decoder(
+        self,
+        waveforms: list[Waveform],
+        steps: int,
+        *,
+        channels: int = 256,
+        blocks: int = 8,
+        kernel: int = 3,
+        dilations: Sequence[int] = (1, 2, 4, 8, 1, 2, 4, 8),
+        seed: int = 0,
+        progress: bool = False,
+        **train_options,
+    ) -> list[float]:
+        """Replaces the residual decoder by a new one trained on more recordings; units unchanged.
+
+        The centroids (the token space a model was trained on) stay as they are: each recording is
+        encoded with them and the decoder learns to map those units back to the recording's log-mel.
+        The streaming lookahead and left context grow to cover the new decoder's reach plus the
+        Griffin-Lim spread (5 tokens), so that overlapping windows still agree at the joins.
+
+        Args:
+            waveforms: recordings of the codec's voice (any sample rate); shuffled (seeded) before
+                training, so the held-out tail mixes every source.
+            steps: optimiser steps.
+            channels, blocks, kernel, dilations: the new decoder's shape.
+            seed: seeds the shuffle, initialisation and crops.
+            progress: show tqdm bars.
+            **train_options: batch_size, crop_units, lr, val_fraction (see `train_decoder`).
+
+        Returns:
+            the training L1 loss of every step.
+        """
+        from tqdm.auto import tqdm
+
+        fc = self.config.features
+        config = replace(
+            self.config,
+            decoder_channels=channels,
+            decoder_blocks=blocks,
+            decoder_kernel=kernel,
+            decoder_dilations=tuple(dilations),
+        )
+        reach_tokens = math.ceil(config.decoder_reach_frames / fc.frames_per_unit)
+        context = max(config.schedule.lookahead_tokens, reach_tokens + 5)
+        self.config = replace(
+            config,
+            schedule=replace(
+                config.schedule,
+                lookahead_tokens=context,
+                left_context_tokens=max(config.schedule.left_context_tokens, context),
+            ),
+        )
+        order = torch.randperm(len(waveforms), generator=torch.Generator().manual_seed(seed)).tolist()
+        units, targets = [], []
+        for i in tqdm(order, desc="encode", disable=not progress):
+            features, log_mel = self.mel.unit_features(waveform_tensor(waveforms[i], fc.sample_rate))
+            if len(features):
+                units.append(nearest_centroid(features, self.centroids))
+                targets.append(log_mel.reshape(-1, fc.n_mels))
+        self.decoder = None
+        return self.train_decoder(units, targets, steps, seed=seed, progress=progress, **train_options)
+
     def train_decoder(
         self,
         units: list[torch.Tensor],
@@ -344,7 +442,7 @@ class UnitsCodec:
         if self.decoder is None:
             if c.decoder_channels == 0:
                 self.config = c = replace(c, decoder_channels=256)
-            self.decoder = ResidualMelDecoder(n_mels, c.decoder_channels, c.decoder_blocks, c.decoder_kernel)
+            self.decoder = build_decoder(c)
         all_units = torch.cat(units)  # (T,) one long stream; utterances start and end in silence
         target = torch.cat(targets)  # (4T, n_mels)
         self.decoder.mel_mean.copy_(target.mean(0))
@@ -434,9 +532,7 @@ class UnitsCodec:
         tensors = load_file(str(directory / WEIGHTS_NAME))
         decoder = None
         if config.decoder_channels > 0:
-            decoder = ResidualMelDecoder(
-                config.features.n_mels, config.decoder_channels, config.decoder_blocks, config.decoder_kernel
-            )
+            decoder = build_decoder(config)
             decoder.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("decoder.")})
         return cls(config, tensors["centroids"], tensors["unit_log_mel"], decoder)
 
@@ -455,6 +551,22 @@ def read_wav_dir(directory: str | Path) -> list[Waveform]:
     return waveforms
 
 
+def read_manifest_audio(manifest: str | Path, key: str = "reply_audio") -> list[Waveform]:
+    """The distinct WAVs a JSON Lines manifest names under `key` (paths relative to the manifest)."""
+    import soundfile as sf
+
+    manifest = Path(manifest)
+    paths = []
+    for line in manifest.read_text().splitlines():
+        if line.strip() and (value := json.loads(line).get(key)):
+            paths.append(value)
+    waveforms = []
+    for path in sorted(set(paths)):
+        samples, sample_rate = sf.read(str(manifest.parent / path), dtype="float32", always_2d=True)
+        waveforms.append(Waveform(samples.mean(axis=1), sample_rate))
+    return waveforms
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m core.codec.units", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -467,9 +579,57 @@ def main(argv: Sequence[str] | None = None) -> None:
     fit.add_argument("--griffin-lim-iters", type=int, default=32, help="Griffin-Lim iterations at decode")
     fit.add_argument("--seed", type=int, default=0, help="seeds k-means++ and decoder training")
     fit.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    refit = commands.add_parser(
+        "refit-decoder", help="train a new residual decoder for an existing codec (its units unchanged)"
+    )
+    refit.add_argument("--codec", required=True, help="folder of the codec to start from")
+    refit.add_argument("--out", required=True, help="output folder (may equal --codec)")
+    refit.add_argument("--wav-dir", action="append", default=[], help="folder of *.wav in the codec's voice")
+    refit.add_argument(
+        "--manifest", action="append", default=[], help="JSON Lines manifest whose audio is the codec's voice"
+    )
+    refit.add_argument("--manifest-key", default="reply_audio", help="audio field of --manifest lines")
+    refit.add_argument("--decoder-steps", type=int, default=3000, help="optimiser steps")
+    refit.add_argument("--channels", type=int, default=256, help="decoder width")
+    refit.add_argument("--blocks", type=int, default=8, help="residual blocks")
+    refit.add_argument("--kernel", type=int, default=3, help="conv kernel (frames, odd)")
+    refit.add_argument(
+        "--dilations", type=int, nargs="+", default=[1, 2, 4, 8, 1, 2, 4, 8], help="one per block"
+    )
+    refit.add_argument("--crop-units", type=int, default=64, help="training crop length in units")
+    refit.add_argument("--batch-size", type=int, default=8, help="crops per step")
+    refit.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    refit.add_argument("--seed", type=int, default=0, help="seeds the shuffle, initialisation and crops")
+    refit.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
+    if args.command == "refit-decoder":
+        if not args.wav_dir and not args.manifest:
+            parser.error("refit-decoder needs at least one --wav-dir or --manifest")
+        codec = UnitsCodec.load(args.codec)
+        waveforms = [w for d in args.wav_dir for w in read_wav_dir(d)]
+        waveforms += [w for m in args.manifest for w in read_manifest_audio(m, args.manifest_key)]
+        if not waveforms:
+            parser.error("no audio found in --wav-dir / --manifest")
+        minutes = sum(len(w.samples) / w.sample_rate for w in waveforms) / 60
+        logger.info("refitting the decoder on %d recordings (%.1f min)", len(waveforms), minutes)
+        codec.refit_decoder(
+            waveforms,
+            args.decoder_steps,
+            channels=args.channels,
+            blocks=args.blocks,
+            kernel=args.kernel,
+            dilations=args.dilations,
+            seed=args.seed,
+            progress=True,
+            crop_units=args.crop_units,
+            batch_size=args.batch_size,
+            lr=args.lr,
+        )
+        codec.save(args.out)
+        logger.info("saved the codec with its new decoder to %s", args.out)
+        return
     waveforms = read_wav_dir(args.wav_dir)
     if not waveforms:
         parser.error(f"no .wav files under {args.wav_dir}")

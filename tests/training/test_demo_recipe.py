@@ -138,3 +138,27 @@ def test_continue_ctc_steps_retrain_the_ear_on_general_speech(tmp_path, tiny_ass
     whisper = [k for k in before if k.startswith("encoder.whisper.")]
     assert whisper and any(not torch.equal(before[k].float(), ear[k].float()) for k in whisper)
     assert all(torch.equal(ear[k], after[k]) for k in whisper)  # stage 2 keeps the new ear frozen
+
+
+@needs_tts
+def test_codec_assistant_speech_refits_the_decoder_and_keeps_the_units(tmp_path):
+    from core.codec.units import UnitsCodec
+    from training.data.assistant_speech import main as assistant_speech
+    from training.data.synth import main as synth
+
+    corpus = tmp_path / "corpus"
+    synth(["--out", str(corpus), "--limit", "4", "--multiturn", "2", "--workers", "2"])
+    with pytest.raises(FileNotFoundError, match="training.data.assistant_speech"):
+        demo.run(_cfg(corpus, tmp_path / "missing", codec_assistant_speech=True))
+    assistant_speech(["--corpus", str(corpus), "--sentences", "4", "--vocabulary", "100"])
+    plain, refit = tmp_path / "plain", tmp_path / "refit"
+    demo.run(_cfg(corpus, plain))
+    demo.run(_cfg(corpus, refit, codec_assistant_speech=True, codec_refit_steps=3))
+    before, after = UnitsCodec.load(plain / "codec"), UnitsCodec.load(refit / "codec")
+    assert torch.equal(before.centroids, after.centroids)  # the same units ...
+    assert (plain / "train.tokens.jsonl").read_text() == (refit / "train.tokens.jsonl").read_text()
+    assert before.config.decoder_dilations == () and after.config.decoder_dilations == (1, 2, 4, 8) * 2
+    assert json.loads((refit / "codec" / "refit.json").read_text()) == {"recordings": 8, "steps": 3}
+    saved = (refit / "codec" / "units_codec.safetensors").read_bytes()
+    demo.run(_cfg(corpus, refit, codec_assistant_speech=True, codec_refit_steps=3))
+    assert (refit / "codec" / "units_codec.safetensors").read_bytes() == saved  # refitted once

@@ -79,6 +79,12 @@ class DemoConfig:
     text_vocab_size: int = arg(1024, "byte-level BPE vocabulary (with the special tokens)")
     num_units: int = arg(1024, "units codec codebook size")
     codec_decoder_steps: int = arg(2000, "residual mel decoder training steps of the codec")
+    codec_assistant_speech: bool = arg(
+        False,
+        "refit the codec's decoder (wider, dilated) on the train replies + the corpus's assistant_general.jsonl "
+        "(python -m training.data.assistant_speech); the units stay as they are",
+    )
+    codec_refit_steps: int = arg(2500, "decoder steps of --codec_assistant_speech")
     llm_hidden: int = arg(256, "shared LLM width")
     llm_layers: int = arg(4, "shared LLM layers")
     llm_heads: int = arg(4, "shared LLM attention heads")

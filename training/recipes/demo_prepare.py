@@ -32,6 +32,32 @@ def speech_manifest(cfg: DemoConfig, work: Path) -> Path:
     return work / (SPEECH_TRAIN if cfg.extra_voices else "train.tokens.jsonl")
 
 
+def refit_decoder(cfg: DemoConfig, corpus: Path, codec_dir: Path) -> None:
+    """--codec_assistant_speech: a wider decoder trained on the train replies and the assistant-voice
+    general sentences (once; `refit.json` in the codec folder records it). Units are unchanged, so
+    the reply tokens (and a --continue_from model) stay valid."""
+    import json
+
+    from core.codec.units import UnitsCodec, read_manifest_audio, read_wav_dir
+    from training.data.assistant_speech import SPLIT as ASSISTANT_SPLIT
+
+    marker = codec_dir / "refit.json"
+    if marker.is_file():
+        return
+    extra = corpus / "audio" / ASSISTANT_SPLIT
+    if not (corpus / f"{ASSISTANT_SPLIT}.jsonl").is_file():
+        raise FileNotFoundError(
+            f"--codec_assistant_speech: {corpus / ASSISTANT_SPLIT}.jsonl is missing; add it with "
+            f"python -m training.data.assistant_speech --corpus {corpus}"
+        )
+    waves = read_manifest_audio(corpus / "train.jsonl") + read_wav_dir(extra)
+    log.info("refitting the codec's decoder on %d assistant-voice recordings", len(waves))
+    codec = UnitsCodec.load(codec_dir)
+    codec.refit_decoder(waves, cfg.codec_refit_steps, seed=cfg.seed, progress=True)
+    codec.save(codec_dir)
+    marker.write_text(json.dumps({"recordings": len(waves), "steps": cfg.codec_refit_steps}) + "\n")
+
+
 def prepare(cfg: DemoConfig, work: Path) -> None:
     from transformers import AutoModelForCausalLM
 
@@ -76,6 +102,8 @@ def prepare(cfg: DemoConfig, work: Path) -> None:
             waves, cfg.num_units, seed=cfg.seed, decoder_steps=cfg.codec_decoder_steps, progress=True
         )
         codec.save(codec_dir)
+    if cfg.codec_assistant_speech:
+        refit_decoder(cfg, corpus, codec_dir)
     codec = UnitsCodec.load(codec_dir)
     cache = MelCache(work / "mels", 80)
     splits = ["train", "validation", "test", "multiturn"]

@@ -312,3 +312,82 @@ def test_cli_help():
         check=True,
     )
     assert "--wav-dir" in result.stdout and "--num-units" in result.stdout
+
+
+def test_dilated_decoder_reach_and_validation():
+    from core.codec.units import UnitsCodecConfig, build_decoder
+
+    config = UnitsCodecConfig(
+        num_units=8, decoder_channels=8, decoder_blocks=3, decoder_kernel=3, decoder_dilations=[1, 2, 4]
+    )
+    assert config.decoder_dilations == (1, 2, 4)  # lists from JSON become tuples
+    assert config.decoder_reach_frames == 1 * (2 + 7)
+    assert UnitsCodecConfig(num_units=8, decoder_channels=8).decoder_reach_frames == 2 * (2 + 4)
+    assert UnitsCodecConfig(num_units=8).decoder_reach_frames == 0
+    decoder = build_decoder(config)
+    torch.nn.init.normal_(decoder.output.weight)  # make the residual branch non-zero
+    x = torch.zeros(1, 41, 80)
+    with torch.no_grad():
+        base = decoder(x)
+        x[0, 20] = 1.0  # a change at frame 20 reaches exactly 9 frames to each side
+        changed = (decoder(x) - base).abs().sum(-1)[0]
+    assert changed[11:30].min() > 0 and changed[:11].max() == 0 and changed[30:].max() == 0
+    with pytest.raises(ValueError, match="decoder_dilations"):
+        UnitsCodecConfig(num_units=8, decoder_blocks=2, decoder_dilations=(1, 2, 4))
+    with pytest.raises(ValueError, match="decoder_dilations"):
+        UnitsCodecConfig(num_units=8, decoder_blocks=2, decoder_dilations=(1, 0))
+
+
+@needs_flite
+def test_refit_decoder_keeps_units_and_widens_streaming_context(speech, tmp_path):
+    codec = UnitsCodec.fit(speech[:2], NUM_UNITS, seed=0, kmeans_iters=5)
+    centroids, tokens = codec.centroids.clone(), codec.encode(speech[2])
+    before = log_mel_l1(codec, speech[2].samples, codec.decode(tokens))
+    losses = codec.refit_decoder(
+        speech,
+        80,
+        channels=32,
+        blocks=2,
+        kernel=3,
+        dilations=(1, 4),
+        crop_units=32,
+        lr=3e-3,
+        val_fraction=0.0,
+    )
+    assert torch.equal(codec.centroids, centroids) and torch.equal(codec.encode(speech[2]), tokens)
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])  # single crops are noisy: compare tens
+    assert codec.config.decoder_dilations == (1, 4)
+    reach_tokens = math.ceil(codec.config.decoder_reach_frames / 4)
+    assert codec.config.schedule.lookahead_tokens >= reach_tokens + 5
+    assert codec.config.schedule.left_context_tokens >= reach_tokens + 5
+    # the sentence it now trained on comes back closer to the recording
+    assert log_mel_l1(codec, speech[2].samples, codec.decode(tokens)) < before
+    codec.save(tmp_path)
+    loaded = UnitsCodec.load(tmp_path)
+    assert loaded.config == codec.config
+    np.testing.assert_array_equal(loaded.decode(tokens), codec.decode(tokens))
+    stream = loaded.stream()
+    streamed = [c for i in range(0, len(tokens), 7) for c in stream.push(tokens[i : i + 7])] + stream.flush()
+    np.testing.assert_allclose(np.concatenate(streamed), codec.decode(tokens), atol=1e-5)
+
+
+@needs_flite
+def test_cli_refit_decoder(speech, tmp_path):
+    import json
+
+    wav_dir = tmp_path / "wavs"
+    wav_dir.mkdir()
+    lines = []
+    for i, waveform in enumerate(speech):
+        sf.write(str(wav_dir / f"{i}.wav"), waveform.samples, waveform.sample_rate)
+        lines.append(json.dumps({"id": str(i), "reply_audio": f"wavs/{i}.wav"}))
+    (tmp_path / "m.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    UnitsCodec.fit(speech, 16, seed=0, kmeans_iters=3).save(tmp_path / "codec")
+    args = ["refit-decoder", "--codec", str(tmp_path / "codec"), "--out", str(tmp_path / "refit")]
+    args += ["--manifest", str(tmp_path / "m.jsonl"), "--decoder-steps", "3", "--channels", "16"]
+    main(args + ["--blocks", "2", "--dilations", "1", "2", "--crop-units", "16"])
+    refit = UnitsCodec.load(tmp_path / "refit")
+    assert refit.decoder is not None and refit.config.decoder_dilations == (1, 2)
+    assert torch.equal(refit.centroids, UnitsCodec.load(tmp_path / "codec").centroids)
+    with pytest.raises(SystemExit):
+        main(["refit-decoder", "--codec", str(tmp_path / "codec"), "--out", str(tmp_path / "x")])
