@@ -26,7 +26,9 @@ def test_plan_is_seeded_and_differs_from_the_user_voice_sentences():
     assert plan == plan_assistant_speech(20, words, seed=0) != plan_assistant_speech(20, words, seed=1)
     assert [r["text"] for r in plan] != sentences(words, 20, seed=0)  # not the ear's general sentences
     assert {r["voice"] for r in plan} == {ASSISTANT_VOICE.name}
-    assert len({r["audio"] for r in plan}) == 20 and all(r["audio"].startswith(f"audio/{SPLIT}/") for r in plan)
+    assert len({r["audio"] for r in plan}) == 20 and all(
+        r["audio"].startswith(f"audio/{SPLIT}/") for r in plan
+    )
 
 
 @needs_flite
