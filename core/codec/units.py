@@ -589,7 +589,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--manifest", action="append", default=[], help="JSON Lines manifest whose audio is the codec's voice"
     )
     refit.add_argument("--manifest-key", default="reply_audio", help="audio field of --manifest lines")
-    refit.add_argument("--decoder-steps", type=int, default=3000, help="optimiser steps")
+    refit.add_argument("--decoder-steps", type=int, default=2500, help="optimiser steps")
     refit.add_argument("--channels", type=int, default=256, help="decoder width")
     refit.add_argument("--blocks", type=int, default=8, help="residual blocks")
     refit.add_argument("--kernel", type=int, default=3, help="conv kernel (frames, odd)")

@@ -38,19 +38,19 @@ def refit_decoder(cfg: DemoConfig, corpus: Path, codec_dir: Path) -> None:
     the reply tokens (and a --continue_from model) stay valid."""
     import json
 
-    from core.codec.units import UnitsCodec, read_manifest_audio, read_wav_dir
+    from core.codec.units import UnitsCodec, read_manifest_audio
     from training.data.assistant_speech import SPLIT as ASSISTANT_SPLIT
 
     marker = codec_dir / "refit.json"
     if marker.is_file():
         return
-    extra = corpus / "audio" / ASSISTANT_SPLIT
-    if not (corpus / f"{ASSISTANT_SPLIT}.jsonl").is_file():
+    extra = corpus / f"{ASSISTANT_SPLIT}.jsonl"
+    if not extra.is_file():
         raise FileNotFoundError(
             f"--codec_assistant_speech: {corpus / ASSISTANT_SPLIT}.jsonl is missing; add it with "
             f"python -m training.data.assistant_speech --corpus {corpus}"
         )
-    waves = read_manifest_audio(corpus / "train.jsonl") + read_wav_dir(extra)
+    waves = read_manifest_audio(corpus / "train.jsonl") + read_manifest_audio(extra, key="audio")
     log.info("refitting the codec's decoder on %d assistant-voice recordings", len(waves))
     codec = UnitsCodec.load(codec_dir)
     codec.refit_decoder(waves, cfg.codec_refit_steps, seed=cfg.seed, progress=True)
