@@ -2,9 +2,9 @@
 
     python -m training.data.assistant_speech --corpus data/corpus --sentences 3000
 
-The units codec is fitted on the assistant replies of the training split, ~120 distinct sentences of a
-small domain. Its residual mel decoder (units -> log-mel) then hears few contexts of each unit, and a
-reply word it rarely heard comes out blurred ("Hello" at the start of a reply was read back as
+The units codec is fitted on the assistant replies of the training split, 24 min of speech in a
+small domain (647 distinct texts). Its residual mel decoder (units -> log-mel) then hears few
+contexts of each unit, and a reply word it rarely heard comes out blurred ("Hello" at the start of a reply was read back as
 "Philip"). This module renders sentences of 3-8 words drawn from the most frequent English words
 (`training.data.general_speech.sentences`, its own seed) with the assistant voice (flite `slt`, no
 prosody change), so that `python -m core.codec.units refit-decoder` can train a wider decoder on
