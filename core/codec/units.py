@@ -9,14 +9,13 @@ the very same windows, so streamed and offline audio are identical.
 Lengths: `encode` returns T = ceil(duration * 25) units (the signal is zero-padded to whole units);
 `decode` returns exactly 640 samples (40 ms at 16 kHz) per unit.
 
-CLI: `python -m core.codec.units fit --wav-dir DIR --out DIR --num-units K`;
+CLI (`core/codec/units_cli.py`): `python -m core.codec.units fit --wav-dir DIR --out DIR --num-units K`;
 `python -m core.codec.units refit-decoder --codec DIR --out DIR --manifest M --wav-dir DIR` trains a
 wider decoder on more recordings of the voice, the units (and so any model trained on them) unchanged.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -30,6 +29,7 @@ from torch import nn
 
 from core.codec.features import FeatureConfig, MelFeatures, cluster_means, kmeans, nearest_centroid
 from core.codec.streaming import ChunkedStreamDecoder, ChunkSchedule, as_token_array, decode_chunked
+from core.codec.units_decoder import ResidualMelDecoder
 from core.types import Waveform
 
 logger = logging.getLogger(__name__)
@@ -108,45 +108,6 @@ def waveform_tensor(waveform: Waveform, sample_rate: int) -> torch.Tensor:
 
         samples = AF.resample(samples, waveform.sample_rate, sample_rate)
     return samples
-
-
-class ResidualMelDecoder(nn.Module):
-    """Refines a looked-up log-mel sequence: y = x + f(x), f a non-causal conv net.
-
-    The output layer starts at zero, so an untrained decoder is exactly the lookup table.
-
-    Args:
-        n_mels: mel bands (80).
-        channels: hidden width.
-        blocks: residual conv blocks.
-        kernel: conv kernel size in frames (odd).
-        dilations: per block (empty: all 1).
-    """
-
-    def __init__(
-        self, n_mels: int, channels: int, blocks: int, kernel: int, dilations: Sequence[int] = ()
-    ) -> None:
-        super().__init__()
-        pad = kernel // 2
-        dilations = tuple(dilations) or (1,) * blocks
-        self.register_buffer("mel_mean", torch.zeros(n_mels))  # input normalisation, set by fit
-        self.register_buffer("mel_std", torch.ones(n_mels))
-        self.input = nn.Conv1d(n_mels, channels, kernel, padding=pad)
-        self.blocks = nn.ModuleList(
-            nn.Sequential(nn.GELU(), nn.Conv1d(channels, channels, kernel, padding=pad * d, dilation=d))
-            for d in dilations
-        )
-        self.output = nn.Conv1d(channels, n_mels, kernel, padding=pad)
-        nn.init.zeros_(self.output.weight)
-        nn.init.zeros_(self.output.bias)
-
-    def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
-        """(B, F, n_mels) looked-up log-mel -> (B, F, n_mels) refined log-mel."""
-        x = ((log_mel - self.mel_mean) / self.mel_std).transpose(1, 2)  # (B, n_mels, F)
-        h = self.input(x)  # (B, C, F)
-        for block in self.blocks:
-            h = h + block(h)
-        return log_mel + self.output(nn.functional.gelu(h)).transpose(1, 2) * self.mel_std
 
 
 def build_decoder(config: UnitsCodecConfig) -> ResidualMelDecoder:
@@ -537,114 +498,9 @@ class UnitsCodec:
         return cls(config, tensors["centroids"], tensors["unit_log_mel"], decoder)
 
 
-# ------------------------------------------------------------------------------------------- CLI
+if (
+    __name__ == "__main__"
+):  # the CLI lives in core.codec.units_cli; `python -m core.codec.units` still runs it
+    from core.codec.units_cli import main
 
-
-def read_wav_dir(directory: str | Path) -> list[Waveform]:
-    """All *.wav files under a folder (sorted, recursive), mixed down to mono."""
-    import soundfile as sf
-
-    waveforms = []
-    for path in sorted(Path(directory).rglob("*.wav")):
-        samples, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
-        waveforms.append(Waveform(samples.mean(axis=1), sample_rate))
-    return waveforms
-
-
-def read_manifest_audio(manifest: str | Path, key: str = "reply_audio") -> list[Waveform]:
-    """The distinct WAVs a JSON Lines manifest names under `key` (paths relative to the manifest)."""
-    import soundfile as sf
-
-    manifest = Path(manifest)
-    paths = []
-    for line in manifest.read_text().splitlines():
-        if line.strip() and (value := json.loads(line).get(key)):
-            paths.append(value)
-    waveforms = []
-    for path in sorted(set(paths)):
-        samples, sample_rate = sf.read(str(manifest.parent / path), dtype="float32", always_2d=True)
-        waveforms.append(Waveform(samples.mean(axis=1), sample_rate))
-    return waveforms
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m core.codec.units", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    fit = commands.add_parser("fit", help="learn units (and the residual decoder) from a folder of wavs")
-    fit.add_argument("--wav-dir", required=True, help="folder with *.wav recordings of the one voice")
-    fit.add_argument("--out", required=True, help="output folder (units_codec.json + .safetensors)")
-    fit.add_argument("--num-units", type=int, required=True, help="codebook size K (1024 for the demo)")
-    fit.add_argument("--kmeans-iters", type=int, default=30, help="Lloyd iterations")
-    fit.add_argument("--decoder-steps", type=int, default=0, help="residual decoder steps (0 = lookup only)")
-    fit.add_argument("--griffin-lim-iters", type=int, default=32, help="Griffin-Lim iterations at decode")
-    fit.add_argument("--seed", type=int, default=0, help="seeds k-means++ and decoder training")
-    fit.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    refit = commands.add_parser(
-        "refit-decoder", help="train a new residual decoder for an existing codec (its units unchanged)"
-    )
-    refit.add_argument("--codec", required=True, help="folder of the codec to start from")
-    refit.add_argument("--out", required=True, help="output folder (may equal --codec)")
-    refit.add_argument("--wav-dir", action="append", default=[], help="folder of *.wav in the codec's voice")
-    refit.add_argument(
-        "--manifest", action="append", default=[], help="JSON Lines manifest whose audio is the codec's voice"
-    )
-    refit.add_argument("--manifest-key", default="reply_audio", help="audio field of --manifest lines")
-    refit.add_argument("--decoder-steps", type=int, default=2500, help="optimiser steps")
-    refit.add_argument("--channels", type=int, default=256, help="decoder width")
-    refit.add_argument("--blocks", type=int, default=8, help="residual blocks")
-    refit.add_argument("--kernel", type=int, default=3, help="conv kernel (frames, odd)")
-    refit.add_argument(
-        "--dilations", type=int, nargs="+", default=[1, 2, 4, 8, 1, 2, 4, 8], help="one per block"
-    )
-    refit.add_argument("--crop-units", type=int, default=64, help="training crop length in units")
-    refit.add_argument("--batch-size", type=int, default=8, help="crops per step")
-    refit.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
-    refit.add_argument("--seed", type=int, default=0, help="seeds the shuffle, initialisation and crops")
-    refit.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    torch.set_num_threads(args.threads)
-    if args.command == "refit-decoder":
-        if not args.wav_dir and not args.manifest:
-            parser.error("refit-decoder needs at least one --wav-dir or --manifest")
-        codec = UnitsCodec.load(args.codec)
-        waveforms = [w for d in args.wav_dir for w in read_wav_dir(d)]
-        waveforms += [w for m in args.manifest for w in read_manifest_audio(m, args.manifest_key)]
-        if not waveforms:
-            parser.error("no audio found in --wav-dir / --manifest")
-        minutes = sum(len(w.samples) / w.sample_rate for w in waveforms) / 60
-        logger.info("refitting the decoder on %d recordings (%.1f min)", len(waveforms), minutes)
-        codec.refit_decoder(
-            waveforms,
-            args.decoder_steps,
-            channels=args.channels,
-            blocks=args.blocks,
-            kernel=args.kernel,
-            dilations=args.dilations,
-            seed=args.seed,
-            progress=True,
-            crop_units=args.crop_units,
-            batch_size=args.batch_size,
-            lr=args.lr,
-        )
-        codec.save(args.out)
-        logger.info("saved the codec with its new decoder to %s", args.out)
-        return
-    waveforms = read_wav_dir(args.wav_dir)
-    if not waveforms:
-        parser.error(f"no .wav files under {args.wav_dir}")
-    codec = UnitsCodec.fit(
-        waveforms,
-        args.num_units,
-        seed=args.seed,
-        kmeans_iters=args.kmeans_iters,
-        decoder_steps=args.decoder_steps,
-        progress=True,
-        griffin_lim_iters=args.griffin_lim_iters,
-    )
-    codec.save(args.out)
-    logger.info("saved %d-unit codec to %s", codec.codebook_size, args.out)
-
-
-if __name__ == "__main__":
     main()

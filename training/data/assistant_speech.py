@@ -22,7 +22,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from training.data.general_speech import english_vocabulary, sentences
+from training.data.general_speech import english_vocabulary, parse_sentence_arguments, sentences
 from training.data.synth import TTSJob, _write_jsonl, render_audio
 from training.data.tts import ASSISTANT_VOICE, Prosody
 
@@ -69,13 +69,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         "codec's decoder (python -m core.codec.units refit-decoder).",
     )
     parser.add_argument("--corpus", required=True, help="corpus folder (the output goes inside it)")
-    parser.add_argument("--sentences", type=int, default=3000, help="how many sentences (default 3000)")
-    parser.add_argument("--vocabulary", type=int, default=3000, help="most frequent English words drawn from")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=2, help="parallel TTS processes")
-    args = parser.parse_args(argv)
-    if args.sentences < 1 or args.vocabulary < 10:
-        parser.error("--sentences must be >= 1 and --vocabulary >= 10")
+    args = parse_sentence_arguments(parser, argv, default_sentences=3000)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     corpus = Path(args.corpus)
     corpus.mkdir(parents=True, exist_ok=True)

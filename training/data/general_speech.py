@@ -118,6 +118,26 @@ def build_general(
     return summary
 
 
+def parse_sentence_arguments(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None, default_sentences: int
+) -> argparse.Namespace:
+    """Adds --sentences --vocabulary --seed --workers (shared with training.data.assistant_speech),
+    parses `argv` and checks them."""
+    parser.add_argument(
+        "--sentences",
+        type=int,
+        default=default_sentences,
+        help=f"how many sentences (default {default_sentences})",
+    )
+    parser.add_argument("--vocabulary", type=int, default=3000, help="most frequent English words drawn from")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=2, help="parallel TTS processes")
+    args = parser.parse_args(argv)
+    if args.sentences < 1 or args.vocabulary < 10:
+        parser.error("--sentences must be >= 1 and --vocabulary >= 10")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         prog="python -m training.data.general_speech",
@@ -127,13 +147,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument(
         "--corpus", required=True, help="corpus folder of training.data.synth (holds corpus.json)"
     )
-    parser.add_argument("--sentences", type=int, default=6000, help="how many sentences (default 6000)")
-    parser.add_argument("--vocabulary", type=int, default=3000, help="most frequent English words drawn from")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=2, help="parallel TTS processes")
-    args = parser.parse_args(argv)
-    if args.sentences < 1 or args.vocabulary < 10:
-        parser.error("--sentences must be >= 1 and --vocabulary >= 10")
+    args = parse_sentence_arguments(parser, argv, default_sentences=6000)
     corpus = Path(args.corpus)
     if not (corpus / "corpus.json").is_file():
         parser.error(f"{corpus} holds no corpus.json: build it with python -m training.data.synth first")

@@ -38,7 +38,8 @@ def refit_decoder(cfg: DemoConfig, corpus: Path, codec_dir: Path) -> None:
     the reply tokens (and a --continue_from model) stay valid."""
     import json
 
-    from core.codec.units import UnitsCodec, read_manifest_audio
+    from core.codec.units import UnitsCodec
+    from core.codec.units_cli import read_manifest_audio
     from training.data.assistant_speech import SPLIT as ASSISTANT_SPLIT
 
     marker = codec_dir / "refit.json"

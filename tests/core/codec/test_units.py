@@ -19,7 +19,8 @@ import torch
 from core.codec.base import DetokenizerStream, SpeechDetokenizer, SpeechTokenizer
 from core.codec.features import FeatureConfig, MelFeatures, kmeans
 from core.codec.streaming import ChunkedStreamDecoder, ChunkSchedule, decode_chunked
-from core.codec.units import UnitsCodec, main
+from core.codec.units import UnitsCodec
+from core.codec.units_cli import main
 from core.types import Waveform
 
 SENTENCES = [
