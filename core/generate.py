@@ -16,6 +16,7 @@ from typing import Literal
 import torch
 from transformers import DynamicCache
 
+from core.kv_decoder import KVDecoder, unsupported_reason
 from core.model import DrVoiceModel
 from core.modes import get_mode
 from core.sampling import SamplingConfig, apply_repetition_penalty, sample_token
@@ -27,6 +28,7 @@ class LengthBudgetError(ValueError):
 
 
 StepKind = Literal["text", "parallel"]
+DecodePath = Literal["lean", "cached", "uncached"]
 
 
 @dataclass
@@ -49,16 +51,19 @@ class GenResult:
 
 
 class _Decoder:
-    """Incremental decoding of one causal transformer, with or without a KV cache.
+    """Incremental decoding of one causal transformer: lean, transformers-cached, or uncached.
 
-    Without a cache it re-runs the whole sequence every call: the slow reference the tests compare
-    the cached path against.
+    "lean" runs `core.kv_decoder.KVDecoder` (the same function without transformers' per-call
+    overhead); "cached" calls the transformers model with a `DynamicCache`; "uncached" re-runs the
+    whole sequence every call: the slow reference the tests compare the others against.
     """
 
-    def __init__(self, forward, hf_config, use_cache: bool):
-        self.forward = forward  # (inputs_embeds-like args, cache) -> outputs for the new positions
-        self.use_cache = use_cache
-        self.cache = DynamicCache(config=hf_config) if use_cache else None
+    def __init__(self, forward, base_model, how: str, wrap=None):
+        self.forward = forward  # (inputs..., cache) -> outputs for the new positions
+        self.how = how
+        self.cache = DynamicCache(config=base_model.config) if how == "cached" else None
+        self.lean = KVDecoder(base_model) if how == "lean" else None
+        self.wrap = wrap  # lean path: (inputs..., decode) -> outputs, decode = embeds -> hidden states
         self.history: list[tuple[torch.Tensor, ...]] = []
         self.length = 0
 
@@ -66,7 +71,9 @@ class _Decoder:
         """inputs: tensors shaped (1, n, ...) for the n new positions; returns outputs (1, n, ...)."""
         n = inputs[0].shape[1]
         self.length += n
-        if self.use_cache:
+        if self.lean is not None:
+            return self.wrap(*inputs, self.lean)
+        if self.cache is not None:
             return self.forward(*inputs, cache=self.cache)
         self.history.append(inputs)
         full = [torch.cat(parts, dim=1) for parts in zip(*self.history, strict=True)]
@@ -116,6 +123,10 @@ class DrVoiceGenerator:
     def _srh_forward(self, prev: torch.Tensor, cond: torch.Tensor, cache=None) -> torch.Tensor:
         return self.model.srh(prev, cond, cache=cache)
 
+    def _srh_lean(self, prev: torch.Tensor, cond: torch.Tensor, run: KVDecoder) -> torch.Tensor:
+        srh = self.model.srh
+        return srh.head(run(srh.embed(prev) + cond))
+
     @torch.inference_mode()
     def stream(
         self,
@@ -123,7 +134,7 @@ class DrVoiceGenerator:
         mode: str,
         sampling: SamplingConfig | None = None,
         *,
-        use_cache: bool = True,
+        decode: DecodePath = "lean",
         cancel: threading.Event | None = None,
         result: GenResult | None = None,
     ) -> Iterator[GenStep]:
@@ -133,7 +144,9 @@ class DrVoiceGenerator:
             prompt: the prompt layout (ends with the assistant header, or <|audio_bos|> for S2M/T2M).
             mode: one of the seven patterns; must match the prompt.
             sampling: sampling settings (greedy by default).
-            use_cache: False re-runs the whole sequence each step (slow reference decode).
+            decode: "lean" (`core.kv_decoder`; transformers' cached forward for a model it does not
+                cover), "cached" (transformers with a KV cache) or "uncached" (re-runs the whole
+                sequence each step: the slow reference).
             cancel: set it to stop after the current step.
             result: filled with the step count and stop reason.
         Yields:
@@ -156,8 +169,14 @@ class DrVoiceGenerator:
         if sampling.seed is not None:
             gen = torch.Generator(device="cpu").manual_seed(sampling.seed)
 
-        llm = _Decoder(self._llm_forward, model.llm.config, use_cache)
-        srh = _Decoder(self._srh_forward, model.srh.hf_config, use_cache)
+        if decode not in ("lean", "cached", "uncached"):
+            raise ValueError(f"decode must be 'lean', 'cached' or 'uncached', got {decode!r}")
+        llm_how = srh_how = decode
+        if decode == "lean":
+            llm_how = "lean" if unsupported_reason(model.llm.model) is None else "cached"
+            srh_how = "lean" if unsupported_reason(model.srh.decoder) is None else "cached"
+        llm = _Decoder(self._llm_forward, model.llm.model, llm_how, wrap=lambda emb, run: run(emb))
+        srh = _Decoder(self._srh_forward, model.srh.decoder, srh_how, wrap=self._srh_lean)
         p = prompt
         emb = model.embed_inputs(
             p.input_ids[None].to(dev),

@@ -4,16 +4,18 @@ import pytest
 import torch
 
 from core.generate import DrVoiceGenerator, GenResult, LengthBudgetError
+from core.kv_decoder import unsupported_reason
+from core.model import DrVoiceModel
 from core.modes import MODE_NAMES
 from core.sampling import SamplingConfig, apply_repetition_penalty, sample_token
 from core.sequence import SequenceBuilder, UserInput
-from tests.core.conftest import fake_mels, make_model
+from tests.core.conftest import fake_mels, make_config, make_model
 
 
-def _steps(gen, prompt, mode, sampling, use_cache):
+def _steps(gen, prompt, mode, sampling, decode):
     return [
         (s.kind, s.text_token, tuple(s.speech_tokens))
-        for s in gen.stream(prompt, mode, sampling, use_cache=use_cache)
+        for s in gen.stream(prompt, mode, sampling, decode=decode)
     ]
 
 
@@ -27,9 +29,11 @@ def test_cached_decode_equals_no_cache_reference_in_every_mode(tokenizer, user_a
     sampling = SamplingConfig(max_new_steps=24)
     for mode in MODE_NAMES:
         prompt = b.prompt(mode, user)
-        fast = _steps(gen, prompt, mode, sampling, True)
-        slow = _steps(gen, prompt, mode, sampling, False)
+        fast = _steps(gen, prompt, mode, sampling, "cached")
+        slow = _steps(gen, prompt, mode, sampling, "uncached")
+        lean = _steps(gen, prompt, mode, sampling, "lean")
         assert fast == slow, mode
+        assert lean == slow, mode
         assert len(fast) >= 1
         if mode in ("S2M", "T2M"):
             assert all(kind == "parallel" for kind, _, _ in fast)
@@ -71,11 +75,30 @@ def test_sampling_is_reproducible_with_a_seed(tokenizer):
         seed=7,
         max_new_steps=12,
     )
-    a = _steps(gen, prompt, "T2M", s, True)
-    b = _steps(gen, prompt, "T2M", s, True)
-    c = _steps(gen, prompt, "T2M", SamplingConfig(**{**s.to_dict(), "seed": 8}), True)
+    a = _steps(gen, prompt, "T2M", s, "lean")
+    b = _steps(gen, prompt, "T2M", s, "lean")
+    c = _steps(gen, prompt, "T2M", SamplingConfig(**{**s.to_dict(), "seed": 8}), "lean")
     assert a == b
     assert a != c
+    assert _steps(gen, prompt, "T2M", s, "cached") == a  # the lean path samples the same tokens
+
+
+def test_lean_decode_falls_back_to_transformers_where_it_cannot_run(tokenizer):
+    """An LLM with scaled rope is outside core.kv_decoder: "lean" decodes it with transformers."""
+    config = make_config(tokenizer, user_audio="discrete")
+    config.llm["rope_parameters"] = {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}
+    torch.manual_seed(4)
+    model = DrVoiceModel(config).eval()
+    assert "rope type" in unsupported_reason(model.llm.model)
+    assert unsupported_reason(model.srh.decoder) is None
+    gen = DrVoiceGenerator(model)
+    prompt = SequenceBuilder(config, tokenizer).prompt("T2M", UserInput(text="hello"))
+    sampling = SamplingConfig(max_new_steps=10)
+    lean = _steps(gen, prompt, "T2M", sampling, "lean")
+    assert lean == _steps(gen, prompt, "T2M", sampling, "uncached")
+    assert sum(len(c) for _, _, c in lean) > 0
+    with pytest.raises(ValueError, match="decode must be"):
+        list(gen.stream(prompt, "T2M", decode="fast"))
 
 
 def test_length_budget_is_enforced(tokenizer):
