@@ -31,7 +31,10 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-DecodeWindow = Callable[[np.ndarray], np.ndarray]  # (W,) int64 tokens -> (W * samples_per_token,) float32
+DecodeWindow = Callable[..., np.ndarray]  # (W,) int64 tokens -> (W * samples_per_token,) float32
+# With `exact_span`, the stream also passes exact=(a, b): only tokens [a, b) of the window are kept
+# (the chunk and the one token on each side that the crossfade reaches); a decoder may spend less
+# work on the rest, which is context.
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ class ChunkedStreamDecoder:
         samples_per_token: audio samples per token (640 for 25 Hz at 16 kHz).
         schedule: chunking, context and crossfade settings.
         check_tokens: optional validator called on every pushed array (raises ValueError).
+        exact_span: call `decode_window(tokens, exact=(a, b))` with the window's kept tokens.
     """
 
     def __init__(
@@ -96,8 +100,10 @@ class ChunkedStreamDecoder:
         samples_per_token: int,
         schedule: ChunkSchedule | None = None,
         check_tokens: Callable[[np.ndarray], None] | None = None,
+        exact_span: bool = False,
     ) -> None:
         self.decode_window = decode_window
+        self.exact_span = exact_span
         self.samples_per_token = samples_per_token
         self.schedule = schedule or ChunkSchedule()
         self.schedule.validate_for(samples_per_token)
@@ -162,7 +168,13 @@ class ChunkedStreamDecoder:
         start = self._chunk_start
         window_lo = max(0, start - s.left_context_tokens)
         window_hi = min(n, end + s.lookahead_tokens)
-        audio = np.asarray(self.decode_window(self._tokens[window_lo:window_hi]), dtype=np.float32)
+        window = self._tokens[window_lo:window_hi]
+        if self.exact_span:  # the chunk and the token on each side that the crossfade reaches
+            exact = (max(0, start - 1 - window_lo), min(window_hi, end + 1) - window_lo)
+            audio = self.decode_window(window, exact=exact)
+        else:
+            audio = self.decode_window(window)
+        audio = np.asarray(audio, dtype=np.float32)
         expected = (window_hi - window_lo) * spt
         if audio.shape != (expected,):
             raise ValueError(f"decode_window returned shape {audio.shape}, expected ({expected},)")
@@ -192,6 +204,7 @@ def decode_chunked(
     tokens: Sequence[int] | torch.Tensor | np.ndarray,
     samples_per_token: int,
     schedule: ChunkSchedule | None = None,
+    exact_span: bool = False,
 ) -> np.ndarray:
     """Offline decode with exactly the windows a stream would use (equal to any streamed decode).
 
@@ -200,10 +213,11 @@ def decode_chunked(
         tokens: (T,) tokens.
         samples_per_token: audio samples per token.
         schedule: chunking settings.
+        exact_span: see `ChunkedStreamDecoder`.
 
     Returns:
         (T * samples_per_token,) float32 waveform.
     """
-    stream = ChunkedStreamDecoder(decode_window, samples_per_token, schedule)
+    stream = ChunkedStreamDecoder(decode_window, samples_per_token, schedule, exact_span=exact_span)
     chunks = stream.push(tokens) + stream.flush()
     return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)

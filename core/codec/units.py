@@ -35,6 +35,9 @@ from core.types import Waveform
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "units_codec.json"
+# How far 32 fast Griffin-Lim iterations carry a change (tokens): windows overlapping by this much
+# agree at the joins (measured: audio within 1e-4 of a whole-window decode)
+GRIFFIN_LIM_SPREAD_TOKENS = 5
 WEIGHTS_NAME = "units_codec.safetensors"
 
 
@@ -46,6 +49,11 @@ class UnitsCodecConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     griffin_lim_iters: int = 32  # fast Griffin-Lim iterations per decoded window
     griffin_lim_momentum: float = 0.99  # fast Griffin-Lim acceleration
+    # Tokens of Griffin-Lim context on each side of the span a streaming window keeps (0: the whole
+    # window). The window's context must cover the residual decoder's reach plus Griffin-Lim's
+    # spread; Griffin-Lim itself needs only its spread (~5 tokens at 32 iterations), so a wide
+    # decoder need not widen the (costly) Griffin-Lim span.
+    griffin_lim_context_tokens: int = 0
     # Streaming windows. 8 tokens of context on each side of a join cover the residual decoder's
     # reach (3 tokens) and the spread of 32 Griffin-Lim iterations (~5 tokens): the two windows
     # then agree to < 0.1% around the join (measured), so crossfades are inaudible.
@@ -70,6 +78,10 @@ class UnitsCodecConfig:
             raise ValueError(f"num_units must be >= 2, got {self.num_units}")
         if self.griffin_lim_iters < 0:
             raise ValueError(f"griffin_lim_iters must be >= 0, got {self.griffin_lim_iters}")
+        if self.griffin_lim_context_tokens < 0:
+            raise ValueError(
+                f"griffin_lim_context_tokens must be >= 0, got {self.griffin_lim_context_tokens}"
+            )
         if self.decoder_channels < 0 or self.decoder_kernel % 2 == 0:
             raise ValueError("decoder_channels must be >= 0 and decoder_kernel odd")
         object.__setattr__(self, "decoder_dilations", tuple(int(d) for d in self.decoder_dilations))
@@ -209,22 +221,37 @@ class UnitsCodec:
         return log_mel
 
     @torch.no_grad()
-    def decode_window(self, tokens: Sequence[int] | torch.Tensor | np.ndarray) -> np.ndarray:
+    def decode_window(
+        self, tokens: Sequence[int] | torch.Tensor | np.ndarray, exact: tuple[int, int] | None = None
+    ) -> np.ndarray:
         """Decodes one token sequence in a single Griffin-Lim pass (no chunking).
 
         Args:
             tokens: (T,) units in [0, K).
+            exact: (a, b): only tokens [a, b) must be right (a streaming window's kept span). With
+                `griffin_lim_context_tokens` > 0, Griffin-Lim runs on that span plus as many tokens
+                on each side, and the samples outside are zero; the residual decoder still sees the
+                whole window.
 
         Returns:
             (T * 640,) float32 waveform in [-1, 1].
         """
-        magnitude = self.mel.log_mel_to_magnitude(self.tokens_to_log_mel(tokens))  # (4T, n_freqs)
+        log_mel = self.tokens_to_log_mel(tokens)  # (4T, n_mels)
+        n_tokens = log_mel.shape[0] // self.config.features.frames_per_unit
+        lo, hi = 0, n_tokens
+        context = self.config.griffin_lim_context_tokens
+        if exact is not None and context > 0:
+            lo, hi = max(0, exact[0] - context), min(n_tokens, exact[1] + context)
+        fpu, spt = self.config.features.frames_per_unit, self.samples_per_token
+        magnitude = self.mel.log_mel_to_magnitude(log_mel[lo * fpu : hi * fpu])  # (frames, n_freqs)
         # Zero initial phase: deterministic and the same at every position, so overlapping
         # streaming windows start alike and agree where they overlap.
         audio = self.mel.griffin_lim(
             magnitude, self.config.griffin_lim_iters, self.config.griffin_lim_momentum, init_phase=None
         )
-        return audio.clamp(-1.0, 1.0).numpy().astype(np.float32, copy=False)
+        out = np.zeros(n_tokens * spt, dtype=np.float32)
+        out[lo * spt : hi * spt] = audio.clamp(-1.0, 1.0).numpy()
+        return out
 
     def decode(self, tokens: Sequence[int] | torch.Tensor | np.ndarray) -> np.ndarray:
         """Offline decode (the same windows as `stream()`, so both give identical audio).
@@ -237,12 +264,18 @@ class UnitsCodec:
         """
         array = as_token_array(tokens)
         self.check_tokens(array)
-        return decode_chunked(self.decode_window, array, self.samples_per_token, self.config.schedule)
+        return decode_chunked(
+            self.decode_window, array, self.samples_per_token, self.config.schedule, exact_span=True
+        )
 
     def stream(self) -> ChunkedStreamDecoder:
         """A fresh streaming decoder (`push(tokens)` / `flush()`)."""
         return ChunkedStreamDecoder(
-            self.decode_window, self.samples_per_token, self.config.schedule, check_tokens=self.check_tokens
+            self.decode_window,
+            self.samples_per_token,
+            self.config.schedule,
+            check_tokens=self.check_tokens,
+            exact_span=True,
         )
 
     # --------------------------------------------------------------------------------- fitting
@@ -319,7 +352,8 @@ class UnitsCodec:
         The centroids (the token space a model was trained on) stay as they are: each recording is
         encoded with them and the decoder learns to map those units back to the recording's log-mel.
         The streaming lookahead and left context grow to cover the new decoder's reach plus the
-        Griffin-Lim spread (5 tokens), so that overlapping windows still agree at the joins.
+        Griffin-Lim spread (5 tokens), so that overlapping windows still agree at the joins;
+        Griffin-Lim itself runs on the kept span plus its spread only (`griffin_lim_context_tokens`).
 
         Args:
             waveforms: recordings of the codec's voice (any sample rate); shuffled (seeded) before
@@ -344,9 +378,11 @@ class UnitsCodec:
             decoder_dilations=tuple(dilations),
         )
         reach_tokens = math.ceil(config.decoder_reach_frames / fc.frames_per_unit)
-        context = max(config.schedule.lookahead_tokens, reach_tokens + 5)
+        context = max(config.schedule.lookahead_tokens, reach_tokens + GRIFFIN_LIM_SPREAD_TOKENS)
         self.config = replace(
             config,
+            # Griffin-Lim keeps its own spread, not the decoder's wider context
+            griffin_lim_context_tokens=config.griffin_lim_context_tokens or GRIFFIN_LIM_SPREAD_TOKENS,
             schedule=replace(
                 config.schedule,
                 lookahead_tokens=context,

@@ -94,6 +94,32 @@ def test_every_mode_streams_typed_events(trained, question, mode):
     assert done.timings.time_to_first_text is not None
 
 
+@pytest.mark.parametrize("mode", ["S2M", "STC"])
+def test_decode_path_and_background_audio_change_no_sample(engine, question, mode):
+    """The lean decode path and audio decoded on a worker thread give the same reply, tokens and
+    samples as transformers' cached forward with audio decoded in line."""
+    replies = {}
+    try:
+        for decode in ("lean", "cached"):
+            for background in (True, False):
+                engine.decode, engine.background_audio = decode, background
+                events, done = _run(engine, ChatRequest(mode, audio=question))
+                chunks = [e for e in events if isinstance(e, AudioChunk)]
+                assert [c.index for c in chunks] == list(range(len(chunks)))
+                replies[decode, background] = (
+                    done.reply_text,
+                    done.speech_tokens,
+                    np.concatenate([c.samples for c in chunks]),
+                )
+    finally:
+        engine.decode, engine.background_audio = "lean", None
+    text, tokens, audio = replies["cached", False]
+    assert text == REPLY and len(audio) == len(tokens) * engine.codec.samples_per_token
+    for reply_text, speech_tokens, samples in replies.values():
+        assert reply_text == text and speech_tokens == tokens
+        np.testing.assert_array_equal(samples, audio)
+
+
 def test_chain_phase_deltas_add_up(engine, question):
     events, done = _run(engine, ChatRequest("STC", audio=question))
     transcript = "".join(e.text for e in events if isinstance(e, TextDelta) and e.phase == "transcript")
@@ -146,6 +172,11 @@ def test_cancel_stops_generation(engine):
             cancel.set()
     assert events[-1].stop_reason == "cancelled"
     assert events[-1].timings.llm_steps <= 3
+    # the audio worker of the cancelled reply has stopped
+    workers = [t for t in threading.enumerate() if t.name == "detokenizer"]
+    for t in workers:
+        t.join(timeout=2)
+    assert not any(t.is_alive() for t in workers)
 
 
 def test_bad_requests_have_readable_errors(engine, tmp_path):

@@ -55,16 +55,20 @@ def test_same_hidden_states_as_transformers_cached_forward(model_type):
     assert lean.cache.capacity == 32
 
 
-def test_reads_parameters_in_place():
-    """A weight changed after the decoder was made (training) is used, as transformers would."""
+def test_a_trained_model_is_seen_as_it_is_now():
+    """Stacked weights are remade after a parameter changed (a training step between two replies)."""
     model = _model()
-    lean = KVDecoder(model)
-    with torch.no_grad():
-        model.layers[1].mlp.down_proj.weight.mul_(-2.0)
     x = _chunks([6])[0]
     with torch.inference_mode():
+        before = KVDecoder(model)(x)
+    with torch.no_grad():
+        model.layers[1].mlp.down_proj.weight.mul_(-2.0)
+        model.layers[0].self_attn.k_proj.bias.add_(1.0)
+    with torch.inference_mode():
         ref = model(inputs_embeds=x).last_hidden_state
-        torch.testing.assert_close(lean(x), ref, atol=2e-5, rtol=1e-4)
+        after = KVDecoder(model)(x)
+    torch.testing.assert_close(after, ref, atol=2e-5, rtol=1e-4)
+    assert not torch.allclose(after, before, atol=1e-3)
 
 
 def test_one_sequence_only():

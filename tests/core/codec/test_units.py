@@ -10,6 +10,7 @@ import math
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -91,6 +92,37 @@ def test_chunked_decoder_matches_reference_signal(first, hop, left, lookahead, c
         stream = ChunkedStreamDecoder(decode_window, spt, schedule)
         chunks = [c for t in tokens for c in stream.push([t])] + stream.flush()
         np.testing.assert_array_equal(np.concatenate(chunks) if chunks else np.zeros(0, np.float32), audio)
+
+
+@pytest.mark.parametrize(
+    "first, hop, left, lookahead, crossfade",
+    [(4, 5, 2, 2, 30), (1, 1, 1, 1, 40), (3, 2, 0, 0, 0), (10, 25, 13, 13, 40)],
+)
+def test_exact_span_is_all_the_stream_keeps(first, hop, left, lookahead, crossfade):
+    """With exact_span the window decoder may return garbage outside `exact`: the joined audio is
+    still the reference, so the span covers every sample the stream keeps or crossfades."""
+    spt = 40
+    spans, window_lengths = [], []
+
+    def decode_window(tokens: np.ndarray, exact: tuple[int, int]) -> np.ndarray:
+        a, b = exact
+        assert 0 <= a < b <= len(tokens)
+        spans.append(exact)
+        window_lengths.append(len(tokens))
+        positions = tokens[:, None] * spt + np.arange(spt)
+        audio = np.sin(0.01 * positions).astype(np.float32)
+        audio[:a] = 1e6
+        audio[b:] = -1e6
+        return audio.reshape(-1)
+
+    schedule = ChunkSchedule(first, hop, left, lookahead, crossfade)
+    for num_tokens in (1, 2, 5, 17, 61):
+        tokens = np.arange(num_tokens)
+        reference = np.sin(0.01 * np.arange(num_tokens * spt)).astype(np.float32)
+        audio = decode_chunked(decode_window, tokens, spt, schedule, exact_span=True)
+        np.testing.assert_allclose(audio, reference, atol=1e-6)
+    if lookahead > 1:  # the span leaves context out of some windows
+        assert any(b - a < len_ for (a, b), len_ in zip(spans, window_lengths, strict=True))
 
 
 def test_chunk_schedule_first_chunk_then_fixed_hops():
@@ -179,6 +211,25 @@ def test_chunked_decode_equals_single_pass(codec, speech):
     chunked, single = codec.decode(tokens), codec.decode_window(tokens)
     assert chunked.shape == single.shape
     np.testing.assert_allclose(chunked, single, atol=1e-3)
+
+
+@needs_flite
+def test_griffin_lim_on_the_kept_span_only(codec, speech):
+    """Griffin-Lim on each window's kept span plus 5 tokens (not the whole window) gives the same
+    audio: a wide decoder's context need not widen Griffin-Lim's."""
+    tokens = torch.cat([codec.encode(w) for w in speech])
+    wide = replace(
+        codec.config, schedule=replace(codec.config.schedule, left_context_tokens=13, lookahead_tokens=13)
+    )
+    whole = UnitsCodec(wide, codec.centroids, codec.unit_log_mel, codec.decoder).decode(tokens)
+    span = UnitsCodec(
+        replace(wide, griffin_lim_context_tokens=5), codec.centroids, codec.unit_log_mel, codec.decoder
+    )
+    np.testing.assert_allclose(span.decode(tokens), whole, atol=1e-3)
+    window = span.decode_window(tokens[:60], exact=(20, 30))  # outside span +- 5 tokens: silence
+    assert not window[: 15 * 640].any() and not window[35 * 640 :].any() and window[15 * 640 : 35 * 640].any()
+    with pytest.raises(ValueError, match="griffin_lim_context_tokens"):
+        replace(wide, griffin_lim_context_tokens=-1)
 
 
 @needs_flite
@@ -361,6 +412,7 @@ def test_refit_decoder_keeps_units_and_widens_streaming_context(speech, tmp_path
     reach_tokens = math.ceil(codec.config.decoder_reach_frames / 4)
     assert codec.config.schedule.lookahead_tokens >= reach_tokens + 5
     assert codec.config.schedule.left_context_tokens >= reach_tokens + 5
+    assert codec.config.griffin_lim_context_tokens == 5  # Griffin-Lim keeps its own, smaller span
     # the sentence it now trained on comes back closer to the recording
     assert log_mel_l1(codec, speech[2].samples, codec.decode(tokens)) < before
     codec.save(tmp_path)

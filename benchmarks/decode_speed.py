@@ -1,0 +1,142 @@
+"""Where a spoken reply's time goes, and what the lean decode path and background audio save.
+
+    python -m benchmarks.decode_speed --checkpoint checkpoints/demo --json
+
+Answers the same typed questions (T2M, greedy) with each engine setting in turn, several rounds
+interleaved so that a busy machine slows every setting alike, and prints one JSON object per
+setting: decode path ("lean": core/kv_decoder.py, "cached": transformers with a KV cache),
+background audio (the codec on a worker thread) on or off, the median over rounds of the real-time
+factor and of the mean time to first audio, the model-only real-time factor (generation without
+the codec) and the codec-only one (decoding the same tokens offline). Every setting gives the same
+tokens and the same audio; the benchmark checks that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+QUESTIONS = [
+    "What is the next number after fifty two?",
+    "What is three plus four?",
+    "What is the capital of France?",
+    "Which day comes after Monday?",
+    "What is the opposite of hot?",
+    "Which month comes before June?",
+    "Hello!",
+    "What is your name?",
+    "How much is seven times eight?",
+    "Thank you!",
+]
+
+
+def questions_from(manifest: Path | None, n: int) -> list[str]:
+    if manifest is None:
+        return QUESTIONS[:n]
+    lines = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    step = max(1, len(lines) // n)
+    return [item["text"] for item in lines[::step][:n]]
+
+
+def answer(engine, question: str):
+    from core.engine import ChatRequest
+    from core.types import AudioChunk, Done
+
+    events = list(engine.stream(ChatRequest("T2M", text=question)))
+    done = next(e for e in events if isinstance(e, Done))
+    audio = [e.samples for e in events if isinstance(e, AudioChunk)]
+    return done, (np.concatenate(audio) if audio else np.zeros(0, np.float32))
+
+
+def measure(checkpoint: str, questions: list[str], rounds: int, threads: int) -> list[dict]:
+    from core.engine import ChatRequest, VoiceChatEngine
+    from core.sampling import SamplingConfig
+
+    torch.set_num_threads(threads)
+    engine = VoiceChatEngine.from_pretrained(checkpoint)
+    settings = [(d, b) for d in ("cached", "lean") for b in (False, True)]
+
+    def use(decode: str, background: bool) -> None:
+        engine.decode, engine.background_audio = decode, background
+
+    use("lean", True)
+    answer(engine, questions[0])  # warm-up
+    rtf = {s: [] for s in settings}
+    ttfa = {s: [] for s in settings}
+    reference: dict[int, tuple[list[int], np.ndarray]] = {}
+    for _ in tqdm(range(rounds), desc="rounds"):
+        for setting in settings:
+            use(*setting)
+            total = audio = 0.0
+            firsts = []
+            for i, q in enumerate(questions):
+                done, wav = answer(engine, q)
+                if i not in reference:
+                    reference[i] = (done.speech_tokens, wav)
+                elif done.speech_tokens != reference[i][0] or not np.array_equal(wav, reference[i][1]):
+                    raise RuntimeError(f"setting {setting} changed the reply to {q!r}")
+                total += done.timings.total_time
+                audio += done.timings.audio_seconds
+                firsts.append(done.timings.time_to_first_audio or 0.0)
+            rtf[setting].append(total / audio)
+            ttfa[setting].append(1000 * float(np.mean(firsts)))
+    seconds = sum(len(tokens) for tokens, _ in reference.values()) / engine.codec.token_rate
+    model_only = {}
+    for decode in ("cached", "lean"):
+        runs = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for q in questions:
+                prompt = engine.build_prompt(ChatRequest("T2M", text=q))
+                for _step in engine.generator.stream(prompt, "T2M", SamplingConfig(), decode=decode):
+                    pass
+            runs.append((time.perf_counter() - start) / seconds)
+        model_only[decode] = statistics.median(runs)
+    codec_runs = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for tokens, _ in reference.values():
+            engine.codec.decode(tokens)
+        codec_runs.append((time.perf_counter() - start) / seconds)
+    return [
+        {
+            "decode": d,
+            "background_audio": b,
+            "real_time_factor": round(statistics.median(rtf[(d, b)]), 4),
+            "time_to_first_audio_ms": round(statistics.median(ttfa[(d, b)]), 1),
+            "model_only_real_time_factor": round(model_only[d], 4),
+            "codec_only_real_time_factor": round(statistics.median(codec_runs), 4),
+            "audio_seconds": round(seconds, 2),
+            "replies": len(questions),
+            "rounds": rounds,
+            "threads": threads,
+        }
+        for d, b in settings
+    ]
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--checkpoint", default="checkpoints/demo", help="checkpoint directory (default: the demo)"
+    )
+    p.add_argument("--manifest", type=Path, help="take the typed questions from this manifest's 'text'")
+    p.add_argument("--questions", type=int, default=10, help="questions per round (default 10)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line (default: a table)")
+    args = p.parse_args(argv)
+    rows = measure(args.checkpoint, questions_from(args.manifest, args.questions), args.rounds, args.threads)
+    for row in rows:
+        print(json.dumps(row) if args.json else "  ".join(f"{k}={v}" for k, v in row.items()))
+
+
+if __name__ == "__main__":
+    main()
