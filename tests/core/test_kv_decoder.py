@@ -40,11 +40,13 @@ def _chunks(lengths, seed=1):
 LENGTHS = [7, 1, 1, 3, 1, 2, 1, 1, 5, 1]
 
 
+@pytest.mark.parametrize("stack", [True, False])
 @pytest.mark.parametrize("model_type", ["qwen2", "llama"])
-def test_same_hidden_states_as_transformers_cached_forward(model_type):
+def test_same_hidden_states_as_transformers_cached_forward(model_type, stack):
     model = _model(model_type)
     cache = DynamicCache(config=model.config)
-    lean = KVDecoder(model, capacity=4)
+    lean = KVDecoder(model, capacity=4, stack_limit_bytes=2**30 if stack else 0)
+    assert all((w is not None) == stack for w in lean.weights)
     with torch.inference_mode():
         for x in _chunks(LENGTHS):
             ref = model(inputs_embeds=x, cache=cache, use_cache=True).last_hidden_state
