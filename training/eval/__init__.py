@@ -3,7 +3,8 @@
     python -m training.eval --checkpoint DIR --manifest test.jsonl --modes S2M,T2T --json --out items.jsonl
 
 `scoring` holds the text normalisation, answer matching and WER; `asr` the pocketsphinx judge;
-`harness` runs a checkpoint over a manifest and summarises.
+`harness` runs a checkpoint over a manifest and summarises; `compare` pits two runs' per-item results
+against each other (paired differences, McNemar).
 """
 
 from training.eval.harness import (
