@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from core.codec.streaming import as_token_array
+
 _FLUSH = object()
 _CLOSE = object()
 _END = object()
@@ -81,7 +83,7 @@ class BackgroundStream:
         """
         if self._ended:
             raise RuntimeError("push() after flush() or close(): start a new stream")
-        self._inbox.put(np.asarray(tokens, dtype=np.int64).copy())
+        self._inbox.put(as_token_array(tokens).copy())  # validated here; the caller may reuse its buffer
         self._pending += 1
         return self._collect(until_pushed=wait)
 

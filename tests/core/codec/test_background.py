@@ -60,6 +60,13 @@ def test_worker_errors_reach_the_caller():
         background.flush()
 
 
+def test_tokens_are_checked_at_once():
+    background = BackgroundStream(_stream())
+    with pytest.raises(ValueError, match="integers"):
+        background.push([1.5])
+    background.close()
+
+
 def test_close_stops_the_worker():
     background = BackgroundStream(_stream())
     for t in range(30):
