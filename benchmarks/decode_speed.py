@@ -88,13 +88,13 @@ def measure(checkpoint: str, questions: list[str], rounds: int, threads: int) ->
             rtf[setting].append(total / audio)
             ttfa[setting].append(1000 * float(np.mean(firsts)))
     seconds = sum(len(tokens) for tokens, _ in reference.values()) / engine.codec.token_rate
+    prompts = [engine.build_prompt(ChatRequest("T2M", text=q)) for q in questions]
     model_only = {}
     for decode in ("cached", "lean"):
         runs = []
         for _ in range(rounds):
             start = time.perf_counter()
-            for q in questions:
-                prompt = engine.build_prompt(ChatRequest("T2M", text=q))
+            for prompt in prompts:
                 for _step in engine.generator.stream(prompt, "T2M", SamplingConfig(), decode=decode):
                     pass
             runs.append((time.perf_counter() - start) / seconds)

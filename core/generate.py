@@ -60,7 +60,6 @@ class _Decoder:
 
     def __init__(self, forward, base_model, how: str, wrap=None):
         self.forward = forward  # (inputs..., cache) -> outputs for the new positions
-        self.how = how
         self.cache = DynamicCache(config=base_model.config) if how == "cached" else None
         self.lean = KVDecoder(base_model) if how == "lean" else None
         self.wrap = wrap  # lean path: (inputs..., decode) -> outputs, decode = embeds -> hidden states

@@ -25,20 +25,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from core.codec.features import FeatureConfig, MelFeatures, cluster_means, kmeans, nearest_centroid
 from core.codec.streaming import ChunkedStreamDecoder, ChunkSchedule, as_token_array, decode_chunked
-from core.codec.units_decoder import ResidualMelDecoder
+from core.codec.units_decoder import ResidualMelDecoder, train_residual_decoder
 from core.types import Waveform
 
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "units_codec.json"
+WEIGHTS_NAME = "units_codec.safetensors"
 # How far 32 fast Griffin-Lim iterations carry a change (tokens): windows overlapping by this much
 # agree at the joins (measured: audio within 1e-4 of a whole-window decode)
 GRIFFIN_LIM_SPREAD_TOKENS = 5
-WEIGHTS_NAME = "units_codec.safetensors"
 
 
 @dataclass(frozen=True)
@@ -236,21 +235,24 @@ class UnitsCodec:
         Returns:
             (T * 640,) float32 waveform in [-1, 1].
         """
+        fpu, spt = self.config.features.frames_per_unit, self.samples_per_token
         log_mel = self.tokens_to_log_mel(tokens)  # (4T, n_mels)
-        n_tokens = log_mel.shape[0] // self.config.features.frames_per_unit
+        n_tokens = log_mel.shape[0] // fpu
         lo, hi = 0, n_tokens
         context = self.config.griffin_lim_context_tokens
         if exact is not None and context > 0:
             lo, hi = max(0, exact[0] - context), min(n_tokens, exact[1] + context)
-        fpu, spt = self.config.features.frames_per_unit, self.samples_per_token
         magnitude = self.mel.log_mel_to_magnitude(log_mel[lo * fpu : hi * fpu])  # (frames, n_freqs)
         # Zero initial phase: deterministic and the same at every position, so overlapping
         # streaming windows start alike and agree where they overlap.
         audio = self.mel.griffin_lim(
             magnitude, self.config.griffin_lim_iters, self.config.griffin_lim_momentum, init_phase=None
         )
+        audio = audio.clamp(-1.0, 1.0).numpy().astype(np.float32, copy=False)
+        if (lo, hi) == (0, n_tokens):
+            return audio
         out = np.zeros(n_tokens * spt, dtype=np.float32)
-        out[lo * spt : hi * spt] = audio.clamp(-1.0, 1.0).numpy()
+        out[lo * spt : hi * spt] = audio
         return out
 
     def decode(self, tokens: Sequence[int] | torch.Tensor | np.ndarray) -> np.ndarray:
@@ -432,71 +434,26 @@ class UnitsCodec:
         Returns:
             the training L1 loss of every step (the first equals the lookup table's loss).
         """
-        from tqdm.auto import tqdm
-
-        c, fpu, n_mels = self.config, self.config.features.frames_per_unit, self.config.features.n_mels
+        c = self.config
         torch.manual_seed(seed)
         if self.decoder is None:
             if c.decoder_channels == 0:
                 self.config = c = replace(c, decoder_channels=256)
             self.decoder = build_decoder(c)
-        all_units = torch.cat(units)  # (T,) one long stream; utterances start and end in silence
-        target = torch.cat(targets)  # (4T, n_mels)
-        self.decoder.mel_mean.copy_(target.mean(0))
-        self.decoder.mel_std.copy_(target.std(0).clamp_min(1e-3))
-        crop_units = min(crop_units, len(all_units))
-        num_val = int(len(all_units) * val_fraction)
-        num_val = num_val if num_val >= crop_units and len(all_units) - num_val >= crop_units else 0
-        num_train = len(all_units) - num_val
-        val_input = self.unit_log_mel[all_units[num_train:]].reshape(1, -1, n_mels)  # (1, 4 T_val, n_mels)
-        val_target = target[None, num_train * fpu :]
-
-        def val_l1() -> float:
-            self.decoder.eval()
-            with torch.no_grad():
-                loss = nn.functional.l1_loss(self.decoder(val_input), val_target).item()
-            self.decoder.train()
-            return loss
-
-        best_l1 = val_l1() if num_val else math.inf
-        best_state = {k: v.clone() for k, v in self.decoder.state_dict().items()}
-        eval_every = max(1, steps // 20)
-        generator = torch.Generator().manual_seed(seed)
-        optimizer = torch.optim.AdamW(self.decoder.parameters(), lr=lr, weight_decay=0.0)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1)))
+        return train_residual_decoder(
+            self.decoder,
+            self.unit_log_mel,
+            units,
+            targets,
+            steps,
+            frames_per_unit=c.features.frames_per_unit,
+            batch_size=batch_size,
+            crop_units=crop_units,
+            lr=lr,
+            val_fraction=val_fraction,
+            seed=seed,
+            progress=progress,
         )
-        self.decoder.train()
-        losses = []
-        for step in tqdm(range(1, steps + 1), desc="residual decoder", disable=not progress):
-            starts = torch.randint(num_train - crop_units + 1, (batch_size,), generator=generator)
-            index = starts[:, None] + torch.arange(crop_units)  # (B, crop_units)
-            frames = (index[:, :, None] * fpu + torch.arange(fpu)).reshape(batch_size, -1)  # (B, 4 crop)
-            looked_up = self.unit_log_mel[all_units[index]].reshape(batch_size, -1, n_mels)
-            loss = nn.functional.l1_loss(self.decoder(looked_up), target[frames])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(self.decoder.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            losses.append(loss.item())
-            if num_val and (step % eval_every == 0 or step == steps):
-                current = val_l1()
-                logger.debug("step %d: train L1 %.4f, held-out L1 %.4f", step, losses[-1], current)
-                if current < best_l1:
-                    best_l1, best_state = (
-                        current,
-                        {k: v.clone() for k, v in self.decoder.state_dict().items()},
-                    )
-        if num_val:
-            self.decoder.load_state_dict(best_state)
-        self.decoder.eval()
-        if losses:
-            logger.info(
-                "residual decoder: train L1 %.4f -> %.4f in %d steps, best held-out L1 %.4f",
-                losses[0], losses[-1], steps, best_l1,
-            )  # fmt: skip
-        return losses
 
     # ------------------------------------------------------------------------------ save/load
 
