@@ -107,6 +107,7 @@ def test_continue_ctc_steps_retrain_the_ear_on_general_speech(tmp_path, tiny_ass
     from safetensors.torch import load_file
 
     from training.data.general_speech import main as general_speech
+    from training.data.numeracy import main as numeracy
     from training.data.synth import main as synth
 
     corpus = tmp_path / "corpus"
@@ -116,6 +117,8 @@ def test_continue_ctc_steps_retrain_the_ear_on_general_speech(tmp_path, tiny_ass
     with pytest.raises(FileNotFoundError, match="training.data.general_speech"):
         demo.run(_cfg(corpus, work, **kw))
     general_speech(["--corpus", str(corpus), "--sentences", "6", "--vocabulary", "100"])
+    numeracy(["--corpus", str(corpus), "--items", "6"])
+    kw |= dict(numeracy_items=6, weight_decay=0.25)
     cfg = _cfg(corpus, work, stop_after="cocktail", speech_splice=1.0, speech_input_dropout=0.3, **kw)
     cfg.continue_ctc_steps, cfg.continue_adapter_ctc_steps, cfg.continue_steps, cfg.max_tokens = 2, 2, 1, 2000
 
@@ -129,7 +132,8 @@ def test_continue_ctc_steps_retrain_the_ear_on_general_speech(tmp_path, tiny_ass
     assert "train.tokens.jsonl" in adapter_config and demo.EAR_TRAIN not in adapter_config
     stage2_config = (work / "continued" / "config.yaml").read_text()  # stage 2 hears spliced questions
     assert "general.tokens.jsonl" in stage2_config and "splice_probability: 1.0" in stage2_config
-    assert "speech_input_dropout: 0.3" in stage2_config
+    assert "speech_input_dropout: 0.3" in stage2_config and "weight_decay: 0.25" in stage2_config
+    assert "train.tokens.numeracy6.jsonl" in stage2_config  # stage 2 also reads the numeracy items
     saved = json.loads((work / "continued" / "final" / "config.json").read_text())["model"]
     assert saved["speech_input_dropout"] == 0.0  # not inherited by the recipes that start from it
     before = load_file(tiny_assets.init / "model.safetensors")
@@ -162,3 +166,34 @@ def test_codec_assistant_speech_refits_the_decoder_and_keeps_the_units(tmp_path)
     saved = (refit / "codec" / "units_codec.safetensors").read_bytes()
     demo.run(_cfg(corpus, refit, codec_assistant_speech=True, codec_refit_steps=3))
     assert (refit / "codec" / "units_codec.safetensors").read_bytes() == saved  # refitted once
+
+
+def test_numeracy_items_join_a_manifest_as_text_only_items(tmp_path):
+    from training.data.manifest import read_manifest
+    from training.data.numeracy import main as numeracy
+    from training.recipes.demo_prepare import with_numeracy
+
+    corpus, work = tmp_path / "corpus", tmp_path / "work"
+    corpus.mkdir()
+    work.mkdir()
+    (work / "audio.wav").write_bytes(b"")
+    base = work / "train.tokens.jsonl"
+    base.write_text(
+        json.dumps({"id": "q1", "text": "Hi!", "audio": "audio.wav", "reply_text": "Hello!"})
+    )  # no final newline
+    assert with_numeracy(_cfg(corpus, work), str(base)) == str(base)  # 0 items: the manifest as it is
+    cfg = _cfg(corpus, work, numeracy_items=5)
+    with pytest.raises(FileNotFoundError, match="training.data.numeracy"):
+        with_numeracy(cfg, str(base))
+    (corpus / "corpus.json").write_text(json.dumps({"heldout_combos": {}, "heldout_phrasings": {}}))
+    numeracy(["--corpus", str(corpus), "--items", "8"])
+    joined = with_numeracy(cfg, str(base))
+    assert joined == str(work / "train.tokens.numeracy5.jsonl")
+    items = read_manifest(joined)  # the user audio still resolves against the same folder
+    assert [i.id for i in items[:1]] == ["q1"] and items[0].audio == work / "audio.wav"
+    expected = [json.loads(x)["id"] for x in (corpus / "numeracy.jsonl").read_text().splitlines()[:5]]
+    assert [i.id for i in items[1:]] == expected and all(i.audio is None for i in items[1:])
+    with pytest.raises(ValueError, match="holds only 8"):
+        with_numeracy(_cfg(corpus, work, numeracy_items=9), str(base))
+    with pytest.raises(ValueError, match="numeracy_items"):
+        _cfg(corpus, work, numeracy_items=-1)

@@ -14,6 +14,8 @@ Stages (each skipped when its output exists, so an interrupted build continues):
                the ctc, adapter, align and cocktail stages then train on as well)
   2. build     training.recipes.build: LLM + small Whisper-style encoder + SRH + codec
   3. text_llm  the base LLM M0: the tiny LLM trained on the text-only (T2T) version of the corpus
+               (--numeracy_items N: plus N text-only arithmetic items beyond the corpus's operands,
+               the corpus's numeracy.jsonl from training.data.numeracy, here and in the cocktail)
   4. srh       training.recipes.srh_pretrain, strategy frozen_backbone (T2M/S2M, appendix C)
   5. ctc       training.recipes.encoder_ctc: the random Whisper encoder learns to hear (CTC on the
                user transcripts); trained only through the LLM loss it collapses to a constant
@@ -29,13 +31,14 @@ Stages (each skipped when its output exists, so an interrupted build continues):
                (training.data.augment) in the ctc and adapter stages / the align and cocktail stages;
                --speech_splice splices general speech around user questions (training.data.splice)
                and --speech_input_dropout leaves reply speech groups out of the LLM input, in the
-               cocktail (and continued stage-2) steps
+               cocktail (and continued stage-2) steps; --weight_decay is their AdamW weight decay
   9. gspo      training.recipes.gspo on the arithmetic questions, math-answer reward
   10. export   the result in bf16 to --out (<= 30 MB); a model card (README.md, *.png) already there is kept
 
 --continue_from DIR trains an exported demo checkpoint further instead: prepare (with DIR's codec, so
 the reply tokens are DIR's), --continue_steps more steps with the Core-Cocktail stage-2 settings (the
-same CoM mix, learning rate and augmentation), GSPO, export; --continue_ctc_steps /
+same CoM mix, learning rate and augmentation; --numeracy_items, --weight_decay), GSPO, export;
+--continue_ctc_steps /
 --continue_adapter_ctc_steps first train its ear further (encoder CTC, then adapter CTC, at half the
 from-scratch learning rate; with --general_speech the encoder CTC hears English beyond the domain):
 
@@ -46,7 +49,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +56,8 @@ import torch
 
 from core.modes import MODE_NAMES
 from training.cli import arg, parse_config, save_config
-from training.recipes.demo_prepare import EAR_TRAIN, SPEECH_TRAIN, prepare, speech_manifest
+from training.recipes.demo_export import export
+from training.recipes.demo_prepare import EAR_TRAIN, SPEECH_TRAIN, prepare, speech_manifest, with_numeracy
 
 __all__ = ["EAR_TRAIN", "SPEECH_TRAIN", "DemoConfig", "export", "main", "prepare", "run", "speech_manifest"]
 
@@ -135,6 +138,12 @@ class DemoConfig:
     alpha: float = arg(0.5, "Core-Cocktail merge weight of M1")
     gspo_steps: int = arg(60, "GSPO steps on arithmetic questions")
     seed: int = arg(0, "seed of every stage")
+    weight_decay: float = arg(0.0, "AdamW weight decay of the cocktail and continued stage-2 steps")
+    numeracy_items: int = arg(
+        0,
+        "text-only arithmetic items beyond the corpus's operands (the corpus's numeracy.jsonl, python -m "
+        "training.data.numeracy) added to the T2T samples of the text-LLM, cocktail and continued steps",
+    )
     continue_from: str = arg(
         "",
         "an exported demo checkpoint to train further (stage-2 settings, then GSPO) instead of a new build",
@@ -148,6 +157,8 @@ class DemoConfig:
             raise ValueError(f"--stop_after must be one of {STAGES}, got {self.stop_after!r}")
         if self.speech_splice and not self.general_speech:
             raise ValueError("--speech_splice splices the general speech: it needs --general_speech true")
+        if self.numeracy_items < 0:
+            raise ValueError(f"--numeracy_items must be >= 0, got {self.numeracy_items}")
         if not 0.0 <= self.speech_splice <= 1.0:
             raise ValueError(f"--speech_splice must be in [0, 1], got {self.speech_splice}")
 
@@ -203,7 +214,7 @@ def run(cfg: DemoConfig) -> Path:
         sft.run(
             sft.SFTConfig(
                 init=str(built),
-                train_manifest=train,
+                train_manifest=with_numeracy(cfg, train),
                 output_dir=str(text_llm),
                 mel_cache=mels,
                 modes=["T2T"],
@@ -275,7 +286,7 @@ def run(cfg: DemoConfig) -> Path:
             core_cocktail.CoreCocktailConfig(
                 init=str(align / "final"),
                 base_llm=str(text_llm / "final"),
-                train_manifest=speech_train,
+                train_manifest=with_numeracy(cfg, speech_train),
                 output_dir=str(cocktail),
                 mel_cache=mels,
                 modes=list(MODE_NAMES),
@@ -357,10 +368,11 @@ def train_ear(
 
 
 def stage2_settings(cfg: DemoConfig, work: Path) -> dict:
-    """The stage-2 steps' speech_input_dropout and (--speech_splice) splice_manifest / splice_probability."""
+    """The stage-2 steps' speech_input_dropout, weight_decay and (--speech_splice) splice_manifest /
+    splice_probability."""
     from training.data.general_speech import SPLIT
 
-    settings = {"speech_input_dropout": cfg.speech_input_dropout}
+    settings = {"speech_input_dropout": cfg.speech_input_dropout, "weight_decay": cfg.weight_decay}
     if cfg.speech_splice:
         settings |= {
             "splice_manifest": str(work / f"{SPLIT}.tokens.jsonl"),
@@ -417,7 +429,7 @@ def continue_training(cfg: DemoConfig, work: Path, speech_train: str, common: di
         sft.run(
             sft.SFTConfig(
                 init=str(heard),
-                train_manifest=speech_train,
+                train_manifest=with_numeracy(cfg, speech_train),
                 output_dir=str(more),
                 mel_cache=str(work / "mels"),
                 modes=list(MODE_NAMES),
@@ -468,23 +480,6 @@ def prepare_alignment(source: Path, out: Path, cfg: DemoConfig) -> Path:
         log.info("adapter output gain set to the text embeddings' RMS %.4f", gain)
     extra = {**ckpt.extra, "recipe": "demo/prepare_alignment"}
     return save_pretrained(out, model, ckpt.tokenizer, codec=ckpt.codec, extra=extra)
-
-
-def export(source: Path, out: Path) -> Path:
-    """Copies the final checkpoint to `out` with bf16 weights (the embedded default must stay small);
-    the model card and its figures (README.md, *.png) already in `out` are kept."""
-    from core.checkpoint import from_pretrained, save_pretrained
-
-    ckpt = from_pretrained(source)
-    kept = {p.name: p.read_bytes() for p in [out / "README.md", *out.glob("*.png")] if p.is_file()}
-    if out.exists():
-        shutil.rmtree(out)
-    save_pretrained(out, ckpt.model.to(torch.bfloat16), ckpt.tokenizer, codec=ckpt.codec, extra=ckpt.extra)
-    for name, data in kept.items():  # the model card and its figures
-        (out / name).write_bytes(data)
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    log.info("exported %s (%.1f MB)", out, size / 2**20)
-    return out
 
 
 def main(argv: list[str] | None = None) -> None:

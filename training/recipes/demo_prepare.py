@@ -5,7 +5,7 @@ the units codec (fitted on the assistant replies of the train split, or copied f
 --continue_from), reply tokens and cached user log-mels of every split, and the speech stages'
 manifests: `speech_train.tokens.jsonl` (--extra_voices: train + train_extra) and
 `ear_train.tokens.jsonl` (--general_speech: those + the general-English sentences, for the encoder
-CTC).
+CTC). `with_numeracy` adds --numeracy_items text-only arithmetic items to a manifest (T2T stages).
 """
 
 from __future__ import annotations
@@ -30,6 +30,34 @@ def speech_manifest(cfg: DemoConfig, work: Path) -> Path:
     """The speech stages' training manifest (ctc, adapter, align, cocktail): train, or with
     --extra_voices train + train_extra."""
     return work / (SPEECH_TRAIN if cfg.extra_voices else "train.tokens.jsonl")
+
+
+def with_numeracy(cfg: DemoConfig, manifest: str) -> str:
+    """`manifest` followed by the first --numeracy_items items of the corpus's numeracy.jsonl
+    (`training.data.numeracy`: text only, so CoM-Mixing makes them T2T samples), written beside it
+    (audio paths stay relative to the same folder); `manifest` itself when --numeracy_items is 0."""
+    from training.data.numeracy import FILE
+
+    if not cfg.numeracy_items:
+        return manifest
+    source = Path(cfg.corpus) / FILE
+    if not source.is_file():
+        raise FileNotFoundError(
+            f"--numeracy_items: {source} is missing; add it with python -m training.data.numeracy --corpus {cfg.corpus}"
+        )
+    lines = [line for line in source.read_text().splitlines() if line.strip()]
+    if len(lines) < cfg.numeracy_items:
+        raise ValueError(f"--numeracy_items {cfg.numeracy_items}: {source} holds only {len(lines)} items")
+    base = Path(manifest)
+    text = base.read_text()
+    out = base.with_name(f"{base.name.removesuffix('.jsonl')}.numeracy{cfg.numeracy_items}.jsonl")
+    out.write_text(
+        text
+        + ("" if not text or text.endswith("\n") else "\n")
+        + "\n".join(lines[: cfg.numeracy_items])
+        + "\n"
+    )
+    return str(out)
 
 
 def refit_decoder(cfg: DemoConfig, corpus: Path, codec_dir: Path) -> None:
