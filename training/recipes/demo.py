@@ -38,9 +38,9 @@ Stages (each skipped when its output exists, so an interrupted build continues):
 --continue_from DIR trains an exported demo checkpoint further instead: prepare (with DIR's codec, so
 the reply tokens are DIR's), --continue_steps more steps with the Core-Cocktail stage-2 settings (the
 same CoM mix, learning rate and augmentation; --numeracy_items, --weight_decay), GSPO, export;
---continue_ctc_steps /
---continue_adapter_ctc_steps first train its ear further (encoder CTC, then adapter CTC, at half the
-from-scratch learning rate; with --general_speech the encoder CTC hears English beyond the domain):
+--continue_ctc_steps / --continue_adapter_ctc_steps first train its ear further (encoder CTC, then
+adapter CTC, at half the from-scratch learning rate; with --general_speech the encoder CTC hears
+English beyond the domain):
 
     python -m training.recipes.demo --continue_from checkpoints/demo --work_dir runs/demo_more --out checkpoints/demo
 """
