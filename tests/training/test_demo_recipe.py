@@ -197,3 +197,20 @@ def test_numeracy_items_join_a_manifest_as_text_only_items(tmp_path):
         with_numeracy(_cfg(corpus, work, numeracy_items=9), str(base))
     with pytest.raises(ValueError, match="numeracy_items"):
         _cfg(corpus, work, numeracy_items=-1)
+
+
+@needs_tts
+def test_base_llm_trains_on_the_numeracy_items_with_its_weight_decay(tmp_path):
+    from training.data.numeracy import main as numeracy
+    from training.data.synth import main as synth
+
+    corpus, work = tmp_path / "corpus", tmp_path / "work"
+    synth(["--out", str(corpus), "--limit", "4", "--multiturn", "2", "--workers", "2"])
+    numeracy(["--corpus", str(corpus), "--items", "5"])
+    cfg = _cfg(corpus, work, stop_after="text_llm", numeracy_items=5, text_llm_weight_decay=0.3)
+    cfg.text_llm_steps, cfg.max_tokens = 1, 2000
+    assert demo.run(cfg) == work / "text_llm" / "final"
+    config = (work / "text_llm" / "config.yaml").read_text()
+    assert "train.tokens.numeracy5.jsonl" in config and "weight_decay: 0.3" in config
+    joined = [json.loads(x)["id"] for x in (work / "train.tokens.numeracy5.jsonl").read_text().splitlines()]
+    assert sum(i.startswith("numeracy-") for i in joined) == 5

@@ -15,7 +15,8 @@ Stages (each skipped when its output exists, so an interrupted build continues):
   2. build     training.recipes.build: LLM + small Whisper-style encoder + SRH + codec
   3. text_llm  the base LLM M0: the tiny LLM trained on the text-only (T2T) version of the corpus
                (--numeracy_items N: plus N text-only arithmetic items beyond the corpus's operands,
-               the corpus's numeracy.jsonl from training.data.numeracy, here and in the cocktail)
+               the corpus's numeracy.jsonl from training.data.numeracy, here and in the cocktail;
+               --text_llm_weight_decay: AdamW weight decay of this stage)
   4. srh       training.recipes.srh_pretrain, strategy frozen_backbone (T2M/S2M, appendix C)
   5. ctc       training.recipes.encoder_ctc: the random Whisper encoder learns to hear (CTC on the
                user transcripts); trained only through the LLM loss it collapses to a constant
@@ -100,6 +101,7 @@ class DemoConfig:
     encoder_output_norm: bool = arg(True, "LayerNorm on the adapter output at the text embeddings' scale")
     max_tokens: int = arg(6000, "padded LLM positions per batch")
     text_llm_steps: int = arg(600, "T2T pretraining steps of the base LLM")
+    text_llm_weight_decay: float = arg(0.0, "AdamW weight decay of the base LLM's T2T pretraining")
     srh_steps: int = arg(600, "SRH pretraining steps")
     ctc_steps: int = arg(3000, "CTC pretraining steps of the speech encoder (32 utterances each)")
     ctc_augment: bool = arg(
@@ -219,6 +221,7 @@ def run(cfg: DemoConfig) -> Path:
                 mel_cache=mels,
                 modes=["T2T"],
                 max_steps=cfg.text_llm_steps,
+                weight_decay=cfg.text_llm_weight_decay,
                 max_tokens=cfg.max_tokens,
                 peak_lr=2e-3,
                 final_lr=2e-4,
