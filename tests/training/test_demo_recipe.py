@@ -201,12 +201,17 @@ def test_numeracy_items_join_a_manifest_as_text_only_items(tmp_path):
 
 @needs_tts
 def test_base_llm_trains_on_the_numeracy_items_with_its_weight_decay(tmp_path):
+    from training.data.numeracy import heldout_phrasing_indices
     from training.data.numeracy import main as numeracy
     from training.data.synth import main as synth
+    from training.data.synth_plan import SynthConfig, plan_splits
 
     corpus, work = tmp_path / "corpus", tmp_path / "work"
     synth(["--out", str(corpus), "--limit", "4", "--multiturn", "2", "--workers", "2"])
     numeracy(["--corpus", str(corpus), "--items", "5"])
+    # the held-out phrasings numeracy avoids are read from synth's own corpus.json as its plan drew them
+    meta = json.loads((corpus / "corpus.json").read_text())
+    assert heldout_phrasing_indices(meta) == plan_splits(SynthConfig(out=str(corpus))).heldout_phrasing
     cfg = _cfg(corpus, work, stop_after="text_llm", numeracy_items=5, text_llm_weight_decay=0.3)
     cfg.text_llm_steps, cfg.max_tokens = 1, 2000
     assert demo.run(cfg) == work / "text_llm" / "final"

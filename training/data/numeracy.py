@@ -159,7 +159,7 @@ def build_items(
     summary = {
         "config": cfg.__dict__,
         "counts": {name: sum(i["intent"] == name for i in items) for name in OPERATIONS},
-        "distinct_operands": {name: len(pools[name]) - dropped[name] for name in OPERATIONS},
+        "distinct_operands": {name: len(kept[name]) for name in OPERATIONS},
         "dropped_heldout_facts": dropped,
         "heldout_facts": sorted([f[0], list(f[1]), f[2]] for f in banned),
     }
