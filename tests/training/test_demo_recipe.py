@@ -219,3 +219,35 @@ def test_base_llm_trains_on_the_numeracy_items_with_its_weight_decay(tmp_path):
     assert "train.tokens.numeracy5.jsonl" in config and "weight_decay: 0.3" in config
     joined = [json.loads(x)["id"] for x in (work / "train.tokens.numeracy5.jsonl").read_text().splitlines()]
     assert sum(i.startswith("numeracy-") for i in joined) == 5
+
+
+@needs_tts
+def test_general_tokenizer_learns_the_general_words_and_the_adapter_ctc_hears_them(tmp_path):
+    from transformers import PreTrainedTokenizerFast
+
+    from training.data.general_speech import main as general_speech
+    from training.data.synth import main as synth
+
+    with pytest.raises(ValueError, match="--general_speech"):
+        _cfg(tmp_path, tmp_path, general_tokenizer=True)
+    corpus = tmp_path / "corpus"
+    synth(["--out", str(corpus), "--limit", "4", "--multiturn", "2", "--workers", "2"])
+    with pytest.raises(FileNotFoundError, match="training.data.general_speech"):
+        demo.run(_cfg(corpus, tmp_path / "missing", general_speech=True, general_tokenizer=True))
+    general_speech(["--corpus", str(corpus), "--sentences", "12", "--vocabulary", "200"])
+    plain, general = tmp_path / "plain", tmp_path / "general"
+    demo.run(_cfg(corpus, plain, general_speech=True))
+    cfg = _cfg(corpus, general, general_speech=True, general_tokenizer=True, stop_after="adapter")
+    cfg.text_llm_steps, cfg.srh_steps, cfg.ctc_steps, cfg.adapter_ctc_steps, cfg.max_tokens = 1, 1, 1, 1, 2000
+    assert demo.run(cfg) == general / "adapter_ctc" / "final"
+
+    sentences = [json.loads(x)["text"] for x in (corpus / "general.jsonl").read_text().splitlines()]
+    questions = [json.loads(x)["text"] for x in (corpus / "train.jsonl").read_text().splitlines()]
+    count = lambda work, texts: sum(  # noqa: E731
+        len(PreTrainedTokenizerFast.from_pretrained(work / "tiny_llm").tokenize(t)) for t in texts
+    )
+    assert count(general, sentences) < count(plain, sentences) - 20  # the general words are learned
+    assert count(general, questions) <= 1.25 * count(plain, questions)  # the questions stay compact
+    adapter_config = (general / "adapter_ctc" / "config.yaml").read_text()
+    assert demo.EAR_TRAIN in adapter_config  # the adapter CTC trains on the general speech too
+    assert demo.EAR_TRAIN in (general / "encoder_ctc" / "config.yaml").read_text()

@@ -7,7 +7,8 @@ Every training stage runs on --device (auto: a GPU when there is one, else the C
 corpus preparation, the codec fit and the export run on the CPU.
 
 Stages (each skipped when its output exists, so an interrupted build continues):
-  1. prepare   training.recipes.demo_prepare: text tokenizer (byte-level BPE on the corpus), a random
+  1. prepare   training.recipes.demo_prepare: text tokenizer (byte-level BPE on the corpus;
+               --general_tokenizer: and on the general sentences), a random
                tiny Qwen2 LLM, the units codec fitted on the assistant voice (train split), reply
                tokens + user log-mels
                (--extra_voices: also of train_extra, the train items spoken by more voices, which
@@ -24,7 +25,8 @@ Stages (each skipped when its output exists, so an interrupted build continues):
                from training.data.general_speech)
   6. adapter   training.recipes.adapter_ctc: CTC of the adapter's 5 Hz output against the LLM's own
                token embeddings, so that the LLM is handed words rather than whole-utterance
-               patterns to memorise (--adapter_ctc_steps 0 skips it)
+               patterns to memorise (--adapter_ctc_steps 0 skips it; --general_tokenizer: on the
+               general speech too)
   7. align     adapter + LLM (Whisper encoder, SRH frozen, no speech loss) on S2T answers and STC
                transcripts, so the LLM learns to read the encoder before the full mix
   8. cocktail  training.recipes.core_cocktail: CoM-Mixing stage 1, merge with M0, stage 2 (the
@@ -120,6 +122,12 @@ class DemoConfig:
         "the encoder CTC stage also trains on the corpus's general.jsonl, English words beyond "
         "the QA domain (python -m training.data.general_speech)",
     )
+    general_tokenizer: bool = arg(
+        False,
+        "new builds, with --general_speech: the byte-level BPE also learns the general sentences (~1.8 "
+        "tokens a word at 3000 tokens instead of ~3.7), so that they fit the adapter's 5 Hz frames and "
+        "the adapter CTC trains on them too (--continue_from keeps the checkpoint's tokenizer)",
+    )
     speech_splice: float = arg(
         0.0,
         "with --general_speech: share of user questions in the cocktail and continued stage-2 steps "
@@ -159,6 +167,10 @@ class DemoConfig:
             raise ValueError(f"--stop_after must be one of {STAGES}, got {self.stop_after!r}")
         if self.speech_splice and not self.general_speech:
             raise ValueError("--speech_splice splices the general speech: it needs --general_speech true")
+        if self.general_tokenizer and not self.general_speech:
+            raise ValueError(
+                "--general_tokenizer learns the general sentences: it needs --general_speech true"
+            )
         if self.numeracy_items < 0:
             raise ValueError(f"--numeracy_items must be >= 0, got {self.numeracy_items}")
         if not 0.0 <= self.speech_splice <= 1.0:
@@ -326,9 +338,10 @@ def train_ear(
 ) -> Path:
     """The ear's CTC stages from `init`: `ctc_steps` of encoder CTC (work/encoder_ctc), then
     `adapter_steps` of adapter CTC (work/adapter_ctc), each skipped at 0 steps or when done; on the
-    speech stages' manifest, the encoder CTC with --general_speech on the general speech too (not the
-    adapter CTC: a general sentence is ~3.7 tokens of the corpus-trained BPE per word, more than its
-    5 Hz frames, so CTC finds no path through it). Returns the last output."""
+    speech stages' manifest, the encoder CTC with --general_speech on the general speech too, the
+    adapter CTC only with --general_tokenizer as well (a general sentence is ~3.7 tokens of the
+    corpus-trained BPE per word, more than its 5 Hz frames, so CTC finds no path through most of them).
+    Returns the last output."""
     from training.recipes import adapter_ctc, encoder_ctc
 
     speech = speech_manifest(cfg, work)
@@ -360,7 +373,7 @@ def train_ear(
             adapter_ctc.run(
                 adapter_ctc.AdapterCTCConfig(
                     init=str(source),
-                    train_manifest=str(speech),
+                    train_manifest=str(work / EAR_TRAIN if cfg.general_tokenizer else speech),
                     output_dir=str(heard.parent),
                     max_steps=adapter_steps,
                     eval_items=128,

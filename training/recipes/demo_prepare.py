@@ -5,7 +5,7 @@ the units codec (fitted on the assistant replies of the train split, or copied f
 --continue_from), reply tokens and cached user log-mels of every split, and the speech stages'
 manifests: `speech_train.tokens.jsonl` (--extra_voices: train + train_extra) and
 `ear_train.tokens.jsonl` (--general_speech: those + the general-English sentences, for the encoder
-CTC). `with_numeracy` adds --numeracy_items text-only arithmetic items to a manifest (T2T stages).
+CTC, and with --general_tokenizer, whose BPE learns those sentences too, for the adapter CTC). `with_numeracy` adds --numeracy_items text-only arithmetic items to a manifest (T2T stages).
 """
 
 from __future__ import annotations
@@ -30,6 +30,20 @@ def speech_manifest(cfg: DemoConfig, work: Path) -> Path:
     """The speech stages' training manifest (ctc, adapter, align, cocktail): train, or with
     --extra_voices train + train_extra."""
     return work / (SPEECH_TRAIN if cfg.extra_voices else "train.tokens.jsonl")
+
+
+def general_manifest(corpus: Path) -> Path:
+    """The corpus's general-English sentences (`training.data.general_speech`); an error naming the
+    command that writes them when they are missing."""
+    from training.data.general_speech import SPLIT
+
+    path = corpus / f"{SPLIT}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"--general_speech: {path} is missing; add it with python -m training.data.general_speech "
+            f"--corpus {corpus}"
+        )
+    return path
 
 
 def with_numeracy(cfg: DemoConfig, manifest: str) -> str:
@@ -106,6 +120,8 @@ def prepare(cfg: DemoConfig, work: Path) -> None:
     if not cfg.continue_from and not (llm_dir / "config.json").is_file():
         texts = [t for item in train for t in (item.text or "", item.reply_text)]
         texts += [m.system_prompt for m in MODES.values()] * 20
+        if cfg.general_tokenizer:  # the BPE learns the general words too, so the adapter CTC fits them
+            texts += [item.text for item in read_manifest(general_manifest(corpus)) if item.text]
         tokenizer = train_bpe_tokenizer(texts, cfg.text_vocab_size)
         hf = build_transformers_config(
             qwen2_config_dict(
@@ -144,11 +160,7 @@ def prepare(cfg: DemoConfig, work: Path) -> None:
             )
         splits.append(EXTRA_SPLIT)
     if cfg.general_speech:
-        if not (corpus / f"{GENERAL_SPLIT}.jsonl").is_file():
-            raise FileNotFoundError(
-                f"--general_speech: {corpus / GENERAL_SPLIT}.jsonl is missing; add it with "
-                f"python -m training.data.general_speech --corpus {corpus}"
-            )
+        general_manifest(corpus)
         splits.append(GENERAL_SPLIT)
     for split in splits:
         target = work / f"{split}.tokens.jsonl"
