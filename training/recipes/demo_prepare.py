@@ -5,7 +5,8 @@ the units codec (fitted on the assistant replies of the train split, or copied f
 --continue_from), reply tokens and cached user log-mels of every split, and the speech stages'
 manifests: `speech_train.tokens.jsonl` (--extra_voices: train + train_extra) and
 `ear_train.tokens.jsonl` (--general_speech: those + the general-English sentences, for the encoder
-CTC, and with --general_tokenizer, whose BPE learns those sentences too, for the adapter CTC). `with_numeracy` adds --numeracy_items text-only arithmetic items to a manifest (T2T stages).
+CTC, and with --general_tokenizer, whose BPE learns those sentences too, for the adapter CTC).
+`with_numeracy` adds --numeracy_items text-only arithmetic items to a manifest (T2T stages).
 """
 
 from __future__ import annotations
