@@ -59,6 +59,7 @@ import torch
 
 from core.modes import MODE_NAMES
 from training.cli import arg, parse_config, save_config
+from training.recipes.demo_ear import stage_done, train_ear
 from training.recipes.demo_export import export
 from training.recipes.demo_prepare import EAR_TRAIN, SPEECH_TRAIN, prepare, speech_manifest, with_numeracy
 
@@ -177,10 +178,6 @@ class DemoConfig:
             raise ValueError(f"--speech_splice must be in [0, 1], got {self.speech_splice}")
 
 
-def _done(path: Path) -> bool:
-    return (path / "config.json").is_file()
-
-
 def run(cfg: DemoConfig) -> Path:
     from training.recipes import build, core_cocktail, sft, srh_pretrain
 
@@ -199,7 +196,7 @@ def run(cfg: DemoConfig) -> Path:
     if cfg.continue_from:
         return continue_training(cfg, work, speech_train, common)
     built = work / "built"
-    if not _done(built):
+    if not stage_done(built):
         build.run(
             build.BuildConfig(
                 llm=str(work / "tiny_llm"),
@@ -224,7 +221,7 @@ def run(cfg: DemoConfig) -> Path:
     if stop == 1:
         return built
     text_llm = work / "text_llm"
-    if not _done(text_llm / "final"):
+    if not stage_done(text_llm / "final"):
         sft.run(
             sft.SFTConfig(
                 init=str(built),
@@ -244,7 +241,7 @@ def run(cfg: DemoConfig) -> Path:
     if stop == 2:
         return text_llm / "final"
     srh = work / "srh"
-    if not _done(srh / "final"):
+    if not stage_done(srh / "final"):
         srh_pretrain.run(
             srh_pretrain.SRHPretrainConfig(
                 strategy="frozen_backbone",
@@ -263,9 +260,9 @@ def run(cfg: DemoConfig) -> Path:
     if stop == 3:
         return srh / "final"
     ctc = work / "encoder_ctc"
-    if not _done(ctc / "final"):
+    if not stage_done(ctc / "final"):
         align_init = work / "align_init"
-        if not _done(align_init):
+        if not stage_done(align_init):
             prepare_alignment(srh / "final", align_init, cfg)
         train_ear(cfg, work, align_init, ctc_steps=cfg.ctc_steps, adapter_steps=0)
     if stop == 4:
@@ -274,7 +271,7 @@ def run(cfg: DemoConfig) -> Path:
     if stop == 5:
         return heard
     align = work / "align"
-    if not _done(align / "final"):
+    if not stage_done(align / "final"):
         sft.run(
             sft.SFTConfig(
                 init=str(heard),
@@ -296,7 +293,7 @@ def run(cfg: DemoConfig) -> Path:
     if stop == 6:
         return align / "final"
     cocktail = work / "cocktail"
-    if not _done(cocktail / "stage2" / "final"):
+    if not stage_done(cocktail / "stage2" / "final"):
         core_cocktail.run(
             core_cocktail.CoreCocktailConfig(
                 init=str(align / "final"),
@@ -328,61 +325,6 @@ def run(cfg: DemoConfig) -> Path:
     return export(rl, Path(cfg.out))
 
 
-def train_ear(
-    cfg: DemoConfig,
-    work: Path,
-    init: Path,
-    ctc_steps: int,
-    adapter_steps: int,
-    lr: tuple[float, float] = (1e-3, 1e-4),
-) -> Path:
-    """The ear's CTC stages from `init`: `ctc_steps` of encoder CTC (work/encoder_ctc), then
-    `adapter_steps` of adapter CTC (work/adapter_ctc), each skipped at 0 steps or when done; on the
-    speech stages' manifest, the encoder CTC with --general_speech on the general speech too, the
-    adapter CTC only with --general_tokenizer as well (a general sentence is ~3.7 tokens of the
-    corpus-trained BPE per word, more than its 5 Hz frames, so CTC finds no path through most of them).
-    Returns the last output."""
-    from training.recipes import adapter_ctc, encoder_ctc
-
-    speech = speech_manifest(cfg, work)
-    shared = dict(
-        validation_manifest=str(work / "validation.tokens.jsonl"),
-        mel_cache=str(work / "mels"),
-        augment=cfg.ctc_augment,
-        peak_lr=lr[0],
-        final_lr=lr[1],
-        device=cfg.device,
-        seed=cfg.seed,
-    )
-    heard = init
-    if ctc_steps:
-        heard = work / "encoder_ctc" / "final"
-        if not _done(heard):
-            encoder_ctc.run(
-                encoder_ctc.EncoderCTCConfig(
-                    init=str(init),
-                    train_manifest=str(work / EAR_TRAIN if cfg.general_speech else speech),
-                    output_dir=str(heard.parent),
-                    max_steps=ctc_steps,
-                    **shared,
-                )
-            )
-    if adapter_steps:
-        source, heard = heard, work / "adapter_ctc" / "final"
-        if not _done(heard):
-            adapter_ctc.run(
-                adapter_ctc.AdapterCTCConfig(
-                    init=str(source),
-                    train_manifest=str(work / EAR_TRAIN if cfg.general_tokenizer else speech),
-                    output_dir=str(heard.parent),
-                    max_steps=adapter_steps,
-                    eval_items=128,
-                    **shared,
-                )
-            )
-    return heard
-
-
 def stage2_settings(cfg: DemoConfig, work: Path) -> dict:
     """The stage-2 steps' speech_input_dropout, weight_decay and (--speech_splice) splice_manifest /
     splice_probability."""
@@ -402,7 +344,7 @@ def run_gspo(cfg: DemoConfig, work: Path, init: Path, common: dict) -> Path:
     from training.recipes import gspo
 
     rl = work / "gspo"
-    if not _done(rl / "final"):
+    if not stage_done(rl / "final"):
         arithmetic = work / "arithmetic.tokens.jsonl"
         lines = [json.loads(x) for x in (work / "train.tokens.jsonl").read_text().splitlines()]
         arithmetic.write_text(
@@ -441,7 +383,7 @@ def continue_training(cfg: DemoConfig, work: Path, speech_train: str, common: di
         lr=CONTINUE_EAR_LR,
     )
     more = work / "continued"
-    if not _done(more / "final"):
+    if not stage_done(more / "final"):
         sft.run(
             sft.SFTConfig(
                 init=str(heard),
