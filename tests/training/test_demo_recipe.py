@@ -145,6 +145,37 @@ def test_continue_ctc_steps_retrain_the_ear_on_general_speech(tmp_path, tiny_ass
 
 
 @needs_tts
+def test_question_words_reach_both_ctc_stages_and_not_the_llm(tmp_path, tiny_assets):
+    from training.data.general_speech import main as general_speech
+    from training.data.synth import main as synth
+
+    corpus = tmp_path / "corpus"
+    synth(["--out", str(corpus), "--limit", "4", "--multiturn", "2", "--workers", "2"])
+    work = tmp_path / "work"
+    kw = dict(continue_from=str(tiny_assets.init), out=str(tmp_path / "out"), question_words=True)
+    with pytest.raises(FileNotFoundError, match="--words questions"):
+        demo.run(_cfg(corpus, work, **kw))
+    general_speech(["--corpus", str(corpus), "--sentences", "6", "--vocabulary", "100"])
+    general_speech(["--corpus", str(corpus), "--words", "questions", "--sentences", "5"])
+    cfg = _cfg(corpus, work, stop_after="cocktail", general_speech=True, **kw)
+    cfg.continue_ctc_steps, cfg.continue_adapter_ctc_steps, cfg.continue_steps, cfg.max_tokens = 1, 1, 1, 2000
+
+    assert demo.run(cfg) == work / "continued" / "final"
+    ids = lambda name: [json.loads(x)["id"] for x in (work / name).read_text().splitlines()]  # noqa: E731
+    words = [f"question_words-{i:05d}" for i in range(5)]
+    general = [f"general-{i:05d}" for i in range(6)]
+    assert ids(demo.QUESTION_WORDS_TRAIN) == ids("train.tokens.jsonl") + words
+    assert ids(demo.EAR_TRAIN) == ids("train.tokens.jsonl") + general + words
+    # the encoder hears both kinds of sentences; the adapter (corpus BPE) only the question words
+    assert demo.EAR_TRAIN in (work / "encoder_ctc" / "config.yaml").read_text()
+    assert demo.QUESTION_WORDS_TRAIN in (work / "adapter_ctc" / "config.yaml").read_text()
+    stage2_config = (work / "continued" / "config.yaml").read_text()
+    # no reply: the LLM's SFT never reads them
+    assert f"train_manifest: {work / 'train.tokens.jsonl'}\n" in stage2_config
+    assert "question_words.tokens" not in stage2_config and demo.QUESTION_WORDS_TRAIN not in stage2_config
+
+
+@needs_tts
 def test_codec_assistant_speech_refits_the_decoder_and_keeps_the_units(tmp_path):
     from core.codec.units import UnitsCodec
     from training.data.assistant_speech import main as assistant_speech

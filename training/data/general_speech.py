@@ -13,8 +13,16 @@ words favoured (probability ~ rank^-0.5, so the list's tail is heard too), spoke
 have no reply and no answer (`reply_text` ""), category "general": only the ear's CTC stages read
 them, never the LLM's SFT.
 
+`--words questions` draws instead from the words of the corpus's *training* questions, uniformly, in
+the form they take inside a question ("Tuesday", "thanks", "fifty"): new combinations of words the
+ear already hears, so that the adapter's CTC (`demo --question_words true`) learns to read each word
+rather than recognise its 25 small-talk sentences as wholes ("Bye for now!" was heard as "four";
+every word of it is in training questions). These sentences tokenise into few corpus BPE tokens,
+so they fit the adapter's 5 Hz CTC, which the general English ones do not.
+
 Output, inside --corpus: `general.jsonl` (manifest lines: id, text, audio, reply_text "", voice,
-category, prosody) and `audio/general/*.wav`; `general.json` summarises the vocabulary and counts.
+category, prosody) and `audio/general/*.wav`; `general.json` summarises the vocabulary and counts;
+with `--words questions` `question_words.jsonl`, `audio/question_words/` and `question_words.json`.
 Existing WAVs are not rendered again.
 """
 
@@ -35,7 +43,9 @@ from training.data.synth_plan import SynthConfig, _prosody, _user_audio_path
 logger = logging.getLogger(__name__)
 
 SPLIT = "general"
+QUESTION_WORDS_SPLIT = "question_words"
 WORD = re.compile(r"[a-z]+")
+QUESTION_WORD = re.compile(r"[A-Za-z]+")
 SINGLE_LETTER_WORDS = ("a", "i")
 
 
@@ -53,11 +63,32 @@ def english_vocabulary(size: int) -> list[str]:
     raise ValueError(f"wordfreq lists only {len(words)} usable English words, asked for {size}")
 
 
-def sentences(vocabulary: Sequence[str], n: int, seed: int, lengths: tuple[int, int] = (3, 8)) -> list[str]:
-    """`n` sentences of `lengths` words; word of rank r drawn with probability ~ (r + 1)^-0.5; a
-    capital first letter, "?" on about a third of them (the voices raise the pitch), "." otherwise."""
+def question_vocabulary(manifest: Path) -> list[str]:
+    """The distinct words of a manifest's questions (its `text`), sorted, each in the form it takes
+    inside a question: lower case if it ever occurs there in lower case after the first word
+    ("what", "thanks"), else as written ("Tuesday", "France", "DrVoice")."""
+    inside, seen = set(), set()
+    for line in manifest.read_text().splitlines():
+        words = QUESTION_WORD.findall(json.loads(line)["text"])
+        seen.update(words)
+        inside.update(w for w in words[1:] if w.islower())
+    if not seen:
+        raise ValueError(f"{manifest} holds no question words")
+    return sorted({w.lower() if w.lower() in inside else w for w in seen})
+
+
+def sentences(
+    vocabulary: Sequence[str],
+    n: int,
+    seed: int,
+    lengths: tuple[int, int] = (3, 8),
+    uniform: bool = False,
+) -> list[str]:
+    """`n` sentences of `lengths` words; word of rank r drawn with probability ~ (r + 1)^-0.5 (or
+    uniformly); a capital first letter, "?" on about a third of them (the voices raise the pitch),
+    "." otherwise."""
     rng = random.Random(f"{seed}:general")
-    weights = [(r + 1) ** -0.5 for r in range(len(vocabulary))]
+    weights = [1.0 if uniform else (r + 1) ** -0.5 for r in range(len(vocabulary))]
     out = []
     for _ in range(n):
         words = rng.choices(vocabulary, weights, k=rng.randint(*lengths))
@@ -67,9 +98,12 @@ def sentences(vocabulary: Sequence[str], n: int, seed: int, lengths: tuple[int, 
     return out
 
 
-def plan_general(corpus: Path, n: int, vocabulary: Sequence[str], seed: int) -> list[dict]:
-    """Manifest records of the general sentences, voices taken in turn from the corpus's training
-    voices (corpus.json), prosody drawn within the corpus's ranges."""
+def plan_general(
+    corpus: Path, n: int, vocabulary: Sequence[str], seed: int, split: str = SPLIT, uniform: bool = False
+) -> list[dict]:
+    """Manifest records of the general sentences (ids and audio folder named after `split`), voices
+    taken in turn from the corpus's training voices (corpus.json), prosody drawn within the corpus's
+    ranges."""
     summary = json.loads((corpus / "corpus.json").read_text())
     voices = list(summary["user_voices"]["train"])
     if not voices:
@@ -80,16 +114,16 @@ def plan_general(corpus: Path, n: int, vocabulary: Sequence[str], seed: int) -> 
     rng = random.Random(f"{seed}:general:prosody")
     rng.shuffle(voices)
     records = []
-    for i, text in enumerate(sentences(vocabulary, n, seed)):
-        item_id, voice, prosody = f"{SPLIT}-{i:05d}", voices[i % len(voices)], _prosody(rng, config)
+    for i, text in enumerate(sentences(vocabulary, n, seed, uniform=uniform)):
+        item_id, voice, prosody = f"{split}-{i:05d}", voices[i % len(voices)], _prosody(rng, config)
         records.append(
             {
                 "id": item_id,
                 "text": text,
-                "audio": _user_audio_path(SPLIT, item_id, text, voice, prosody),
+                "audio": _user_audio_path(split, item_id, text, voice, prosody),
                 "reply_text": "",
                 "voice": voice,
-                "category": SPLIT,
+                "category": split,
                 "prosody": prosody,
             }
         )
@@ -97,24 +131,37 @@ def plan_general(corpus: Path, n: int, vocabulary: Sequence[str], seed: int) -> 
 
 
 def build_general(
-    corpus: Path, n: int, vocabulary_size: int, seed: int, workers: int, progress: bool = True
+    corpus: Path,
+    n: int,
+    vocabulary_size: int,
+    seed: int,
+    workers: int,
+    progress: bool = True,
+    words: str = "english",
 ) -> dict:
-    """Renders the general sentences into `corpus`, writes general.jsonl and general.json; returns the latter."""
-    vocabulary = english_vocabulary(vocabulary_size)
-    records = plan_general(corpus, n, vocabulary, seed)
+    """Renders the sentences into `corpus` and writes their manifest and summary (general.jsonl /
+    .json, or question_words.* for `words` "questions"); returns the summary."""
+    if words == "questions":
+        split, vocabulary = QUESTION_WORDS_SPLIT, question_vocabulary(corpus / "train.jsonl")
+    elif words == "english":
+        split, vocabulary = SPLIT, english_vocabulary(vocabulary_size)
+    else:
+        raise ValueError(f"words must be 'english' or 'questions', got {words!r}")
+    records = plan_general(corpus, n, vocabulary, seed, split, uniform=words == "questions")
     jobs = [user_job(r["text"], r["audio"], r["voice"], r["prosody"]) for r in records]
     rendered = render_audio(jobs, corpus, workers, progress)
-    _write_jsonl(corpus / f"{SPLIT}.jsonl", records)
+    _write_jsonl(corpus / f"{split}.jsonl", records)
     used = Counter(w.lower().strip(".?") for r in records for w in r["text"].split())
     summary = {
+        "words": words,
         "sentences": n,
-        "vocabulary_size": vocabulary_size,
+        "vocabulary_size": len(vocabulary),
         "words_heard": len(used),
         "voices": dict(sorted(Counter(r["voice"] for r in records).items())),
         "seed": seed,
         "rendered_files": rendered,
     }
-    (corpus / f"{SPLIT}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (corpus / f"{split}.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -129,7 +176,9 @@ def parse_sentence_arguments(
         default=default_sentences,
         help=f"how many sentences (default {default_sentences})",
     )
-    parser.add_argument("--vocabulary", type=int, default=3000, help="most frequent English words drawn from")
+    parser.add_argument(
+        "--vocabulary", type=int, default=3000, help="most frequent English words drawn from (default 3000)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="parallel TTS processes")
     args = parser.parse_args(argv)
@@ -145,6 +194,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "only) to a corpus built by training.data.synth, for the ear's CTC stages.",
     )
     parser.add_argument(
+        "--words",
+        choices=("english", "questions"),
+        default="english",
+        help="english: the --vocabulary most frequent English words (general.jsonl); questions: the "
+        "words of the training questions, uniformly (question_words.jsonl) (default english)",
+    )
+    parser.add_argument(
         "--corpus", required=True, help="corpus folder of training.data.synth (holds corpus.json)"
     )
     args = parse_sentence_arguments(parser, argv, default_sentences=6000)
@@ -155,8 +211,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     import torch
 
     torch.set_num_threads(1)  # resampling threads would fight the TTS processes for the cores
-    summary = build_general(corpus, args.sentences, args.vocabulary, args.seed, args.workers)
-    logger.info("wrote %s: %s", corpus / f"{SPLIT}.jsonl", summary)
+    summary = build_general(
+        corpus, args.sentences, args.vocabulary, args.seed, args.workers, words=args.words
+    )
+    split = QUESTION_WORDS_SPLIT if args.words == "questions" else SPLIT
+    logger.info("wrote %s: %s", corpus / f"{split}.jsonl", summary)
     return summary
 
 

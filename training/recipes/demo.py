@@ -22,11 +22,12 @@ Stages (each skipped when its output exists, so an interrupted build continues):
   5. ctc       training.recipes.encoder_ctc: the random Whisper encoder learns to hear (CTC on the
                user transcripts); trained only through the LLM loss it collapses to a constant
                (--general_speech: also on the corpus's general.jsonl, English beyond the domain,
-               from training.data.general_speech)
+               from training.data.general_speech; --question_words: also on question_words.jsonl,
+               the training questions' words in new orders, from general_speech --words questions)
   6. adapter   training.recipes.adapter_ctc: CTC of the adapter's 5 Hz output against the LLM's own
                token embeddings, so that the LLM is handed words rather than whole-utterance
                patterns to memorise (--adapter_ctc_steps 0 skips it; --general_tokenizer: on the
-               general speech too)
+               general speech too; --question_words: on the question-word sentences too)
   7. align     adapter + LLM (Whisper encoder, SRH frozen, no speech loss) on S2T answers and STC
                transcripts, so the LLM learns to read the encoder before the full mix
   8. cocktail  training.recipes.core_cocktail: CoM-Mixing stage 1, merge with M0, stage 2 (the
@@ -61,9 +62,26 @@ from core.modes import MODE_NAMES
 from training.cli import arg, parse_config, save_config
 from training.recipes.demo_ear import stage_done, train_ear
 from training.recipes.demo_export import export
-from training.recipes.demo_prepare import EAR_TRAIN, SPEECH_TRAIN, prepare, speech_manifest, with_numeracy
+from training.recipes.demo_prepare import (
+    EAR_TRAIN,
+    QUESTION_WORDS_TRAIN,
+    SPEECH_TRAIN,
+    prepare,
+    speech_manifest,
+    with_numeracy,
+)
 
-__all__ = ["EAR_TRAIN", "SPEECH_TRAIN", "DemoConfig", "export", "main", "prepare", "run", "speech_manifest"]
+__all__ = [
+    "EAR_TRAIN",
+    "QUESTION_WORDS_TRAIN",
+    "SPEECH_TRAIN",
+    "DemoConfig",
+    "export",
+    "main",
+    "prepare",
+    "run",
+    "speech_manifest",
+]
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +146,11 @@ class DemoConfig:
         "new builds, with --general_speech: the byte-level BPE also learns the general sentences (~1.8 "
         "tokens a word at 3000 tokens instead of ~3.7), so that they fit the adapter's 5 Hz frames and "
         "the adapter CTC trains on them too (--continue_from keeps the checkpoint's tokenizer)",
+    )
+    question_words: bool = arg(
+        False,
+        "the encoder and adapter CTC stages also train on the corpus's question_words.jsonl, the training "
+        "questions' words in new orders (python -m training.data.general_speech --words questions)",
     )
     speech_splice: float = arg(
         0.0,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from training.recipes.demo_prepare import EAR_TRAIN, speech_manifest
+from training.recipes.demo_prepare import ctc_manifests
 
 if TYPE_CHECKING:
     from training.recipes.demo import DemoConfig
@@ -28,11 +28,11 @@ def train_ear(
     `adapter_steps` of adapter CTC (work/adapter_ctc), each skipped at 0 steps or when done; on the
     speech stages' manifest, the encoder CTC with --general_speech on the general speech too, the
     adapter CTC only with --general_tokenizer as well (a general sentence is ~3.7 tokens of the
-    corpus-trained BPE per word, more than its 5 Hz frames, so CTC finds no path through most of them).
-    Returns the last output."""
+    corpus-trained BPE per word, more than its 5 Hz frames, so CTC finds no path through most of them);
+    both with --question_words on the question-word sentences (`ctc_manifests`). Returns the last output."""
     from training.recipes import adapter_ctc, encoder_ctc
 
-    speech = speech_manifest(cfg, work)
+    encoder_manifest, adapter_manifest = ctc_manifests(cfg, work)
     shared = dict(
         validation_manifest=str(work / "validation.tokens.jsonl"),
         mel_cache=str(work / "mels"),
@@ -49,7 +49,7 @@ def train_ear(
             encoder_ctc.run(
                 encoder_ctc.EncoderCTCConfig(
                     init=str(init),
-                    train_manifest=str(work / EAR_TRAIN if cfg.general_speech else speech),
+                    train_manifest=str(encoder_manifest),
                     output_dir=str(heard.parent),
                     max_steps=ctc_steps,
                     **shared,
@@ -61,7 +61,7 @@ def train_ear(
             adapter_ctc.run(
                 adapter_ctc.AdapterCTCConfig(
                     init=str(source),
-                    train_manifest=str(work / EAR_TRAIN if cfg.general_tokenizer else speech),
+                    train_manifest=str(adapter_manifest),
                     output_dir=str(heard.parent),
                     max_steps=adapter_steps,
                     eval_items=128,

@@ -3,9 +3,11 @@
 `prepare` writes into the work folder: the text tokenizer and the random tiny LLM (new builds only),
 the units codec (fitted on the assistant replies of the train split, or copied from
 --continue_from), reply tokens and cached user log-mels of every split, and the speech stages'
-manifests: `speech_train.tokens.jsonl` (--extra_voices: train + train_extra) and
+manifests: `speech_train.tokens.jsonl` (--extra_voices: train + train_extra),
 `ear_train.tokens.jsonl` (--general_speech: those + the general-English sentences, for the encoder
-CTC, and with --general_tokenizer, whose BPE learns those sentences too, for the adapter CTC).
+CTC, and with --general_tokenizer, whose BPE learns those sentences too, for the adapter CTC) and
+`question_words_train.tokens.jsonl` (--question_words: the speech stages' manifest + the training
+questions' words in new orders, for both CTC stages; `ear_train` holds them too).
 `with_numeracy` adds --numeracy_items text-only arithmetic items to a manifest (T2T stages).
 """
 
@@ -24,7 +26,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SPEECH_TRAIN = "speech_train.tokens.jsonl"  # --extra_voices: train + train_extra
-EAR_TRAIN = "ear_train.tokens.jsonl"  # --general_speech: the speech stages' manifest + general
+# --general_speech: the speech stages' manifest + general (+ the question words)
+EAR_TRAIN = "ear_train.tokens.jsonl"
+QUESTION_WORDS_TRAIN = "question_words_train.tokens.jsonl"  # --question_words: the same + question words
 
 
 def speech_manifest(cfg: DemoConfig, work: Path) -> Path:
@@ -33,18 +37,32 @@ def speech_manifest(cfg: DemoConfig, work: Path) -> Path:
     return work / (SPEECH_TRAIN if cfg.extra_voices else "train.tokens.jsonl")
 
 
-def general_manifest(corpus: Path) -> Path:
-    """The corpus's general-English sentences (`training.data.general_speech`); an error naming the
-    command that writes them when they are missing."""
-    from training.data.general_speech import SPLIT
+def general_manifest(corpus: Path, words: str = "english") -> Path:
+    """The corpus's general-English sentences (`training.data.general_speech`), or with `words`
+    "questions" its question-word sentences; an error naming the command that writes them when they
+    are missing."""
+    from training.data.general_speech import QUESTION_WORDS_SPLIT, SPLIT
 
-    path = corpus / f"{SPLIT}.jsonl"
+    path = corpus / f"{QUESTION_WORDS_SPLIT if words == 'questions' else SPLIT}.jsonl"
     if not path.is_file():
+        flag, extra = (
+            ("--question_words", " --words questions") if words == "questions" else ("--general_speech", "")
+        )
         raise FileNotFoundError(
-            f"--general_speech: {path} is missing; add it with python -m training.data.general_speech "
-            f"--corpus {corpus}"
+            f"{flag}: {path} is missing; add it with python -m training.data.general_speech "
+            f"--corpus {corpus}{extra}"
         )
     return path
+
+
+def ctc_manifests(cfg: DemoConfig, work: Path) -> tuple[Path, Path]:
+    """The training manifests of the encoder CTC and of the adapter CTC stages (written by `prepare`):
+    the speech stages' manifest, + the general sentences (--general_speech; the adapter's only with
+    --general_tokenizer), + the question-word sentences (--question_words, both)."""
+    speech = speech_manifest(cfg, work)
+    words = work / QUESTION_WORDS_TRAIN if cfg.question_words else speech
+    encoder = work / EAR_TRAIN if cfg.general_speech else words
+    return encoder, (work / EAR_TRAIN if cfg.general_tokenizer else words)
 
 
 def with_numeracy(cfg: DemoConfig, manifest: str) -> str:
@@ -111,6 +129,7 @@ def prepare(cfg: DemoConfig, work: Path) -> None:
     from core.srh import build_transformers_config
     from core.text_tokenizer import train_bpe_tokenizer
     from training.data import MelCache, read_manifest, write_manifest
+    from training.data.general_speech import QUESTION_WORDS_SPLIT
     from training.data.general_speech import SPLIT as GENERAL_SPLIT
     from training.data.synth_plan import EXTRA_SPLIT
     from training.data.tokenize import precompute_mels, tokenize_manifest
@@ -163,6 +182,9 @@ def prepare(cfg: DemoConfig, work: Path) -> None:
     if cfg.general_speech:
         general_manifest(corpus)
         splits.append(GENERAL_SPLIT)
+    if cfg.question_words:
+        general_manifest(corpus, "questions")
+        splits.append(QUESTION_WORDS_SPLIT)
     for split in splits:
         target = work / f"{split}.tokens.jsonl"
         if target.is_file():
@@ -173,6 +195,11 @@ def prepare(cfg: DemoConfig, work: Path) -> None:
     if cfg.extra_voices:  # the speech stages' manifest: every train item, then its extra renderings
         parts = [(work / f"{s}.tokens.jsonl").read_text() for s in ("train", EXTRA_SPLIT)]
         (work / SPEECH_TRAIN).write_text("".join(parts))
-    if cfg.general_speech:  # the ear's CTC manifest: the speech stages' items, then general speech
-        parts = [p.read_text() for p in (speech_manifest(cfg, work), work / f"{GENERAL_SPLIT}.tokens.jsonl")]
-        (work / EAR_TRAIN).write_text("".join(parts))
+    words = [work / f"{QUESTION_WORDS_SPLIT}.tokens.jsonl"] if cfg.question_words else []
+    if cfg.question_words:  # the ear's CTC manifest: the speech stages' items, then the question words
+        (work / QUESTION_WORDS_TRAIN).write_text(
+            "".join(p.read_text() for p in [speech_manifest(cfg, work), *words])
+        )
+    if cfg.general_speech:  # the same with the general speech between them
+        parts = [speech_manifest(cfg, work), work / f"{GENERAL_SPLIT}.tokens.jsonl", *words]
+        (work / EAR_TRAIN).write_text("".join(p.read_text() for p in parts))
