@@ -67,6 +67,8 @@ class Sample:
     # Exact token ids of a generated reply (GSPO scores what was sampled, not a re-tokenisation):
     reply_ids: list[int] | None = None  # reply text ids without <|im_end|>; replaces encoding reply_text
     chain_ids: list[int] | None = None  # chain-phase ids before <|audio_bos|>; replaces transcript + draft
+    # Speech with no reply (STC/SUC only): targets on the chain phase's transcript alone, nothing after
+    transcript_only: bool = False
 
 
 @dataclass
@@ -188,6 +190,16 @@ class SequenceBuilder:
         """A teacher-forced training example of `sample` (targets on the assistant turn only)."""
         mode = get_mode(sample.mode)
         rows = self._prompt_rows(mode, sample.user, sample.history, sample.system_prompt)
+        if sample.transcript_only:
+            if not (mode.speech_input and mode.has_transcript):
+                raise ValueError(
+                    f"transcript_only needs STC or SUC (speech in, transcript first), not {mode.name}"
+                )
+            for tok in self.encode_text(sample.transcript):  # what the chain phase starts with
+                rows.target_last(tok)
+                rows.add(tok)
+            rows.drop_last()  # the transcript's last token is predicted, not fed
+            return rows.build()
         reply = self.encode_text(sample.reply_text) if sample.reply_ids is None else list(sample.reply_ids)
         ids = self.ids
         if not mode.speech_output:

@@ -108,6 +108,8 @@ def test_missing_inputs_are_clear_errors(tokenizer):
         b.prompt("T2T", UserInput(mels=fake_mels(1.0)))
     with pytest.raises(ValueError, match="speech tokens"):
         b.example(Sample("T2M", UserInput(text="hi"), "ok", []))
+    with pytest.raises(ValueError, match="transcript_only needs STC or SUC"):
+        b.example(Sample("S2T", UserInput(mels=fake_mels(1.0)), "", transcript="hi", transcript_only=True))
 
 
 def test_collate_pads_right(tokenizer):

@@ -17,8 +17,11 @@ mode and `SequenceBuilder` writes the mode's Table 5 system prompt (an item's `s
 
 A variant needs its inputs: speech-input modes need the user audio, text-input modes and the
 transcript of STC/SUC need the user text, speech-output modes need the reply's speech tokens
-(run `python -m training.data.tokenize` first). Variants an item cannot make are skipped and
-counted (`plan_variants` logs the counts per mode and reason).
+(run `python -m training.data.tokenize` first). An item with user speech and text but no reply
+(`reply_text` "", e.g. `training.data.general_speech --words questions`) makes transcript-only STC
+and SUC variants: the chain phase's transcript is the only target (`Sample.transcript_only`), so the
+LLM learns to write what it hears in word orders no question has. Variants an item cannot make are
+skipped and counted (`plan_variants` logs the counts per mode and reason).
 
 Mixture: `ratios=None` keeps every variant an item can make (the paper: "construct data variants
 following the seven interaction patterns"); `ratios={"S2M": 2, "STC": 1, ...}` instead draws
@@ -85,11 +88,14 @@ class Variant:
 def missing_input(item: ManifestItem, mode: str) -> str | None:
     """Why `item` cannot make a `mode` variant, or None when it can."""
     m = get_mode(mode)
+    replyless = not item.reply_text and not item.reply_tokens
+    if replyless and not (m.speech_input and m.has_transcript):
+        return "no reply (transcript-only: STC, SUC)"
     if m.speech_input and item.audio is None:
         return "no user audio"
     if (not m.speech_input or m.has_transcript) and not item.text:
         return "no user text"
-    if m.speech_output and not item.reply_tokens:
+    if m.speech_output and not item.reply_tokens and not replyless:
         return "no reply tokens"
     return None
 
@@ -154,11 +160,12 @@ def make_sample(item: ManifestItem, mode: str, audio_features: AudioFeatures | N
         mode=m.name,
         user=user,
         reply_text=item.reply_text,
-        reply_speech=list(item.reply_tokens) if m.speech_output else [],
+        reply_speech=list(item.reply_tokens or []) if m.speech_output else [],
         transcript=item.text if m.has_transcript else "",
         draft=item.reply_text if m.has_draft else None,
         history=history,
         system_prompt=item.system,
+        transcript_only=not item.reply_text and not item.reply_tokens,
     )
 
 

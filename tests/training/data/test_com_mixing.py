@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import replace
 
 import pytest
+import torch
 
 from core.modes import MODE_NAMES
 from core.sequence import IGNORE
@@ -141,6 +142,29 @@ def test_config_validation():
     with pytest.raises(ValueError, match="variants_per_item"):
         CoMMixingConfig(variants_per_item=0)
     assert CoMMixingConfig(modes=("s2m",)).modes == ("S2M",)
+
+
+def test_speech_without_a_reply_makes_transcript_only_chain_samples(tokenizer, builder):
+    """A reply-less item (question-word speech) trains the chain phase's transcript and nothing else."""
+    item = replace(golden_item(), reply_text="", reply_tokens=None)
+    skipped = Counter()
+    assert select_modes(item, skipped=skipped) == ["STC", "SUC"]
+    assert set(skipped) == {
+        (m, "no reply (transcript-only: STC, SUC)") for m in ("S2M", "S2T", "T2M", "T2T", "SAC")
+    }
+    full = {s.mode: builder.example(s) for s in expand(golden_item(), audio_features=fake_mels)}
+    transcript = tokenizer.encode(item.text, add_special_tokens=False)
+    for sample in expand(item, audio_features=fake_mels):
+        assert sample.transcript_only and sample.transcript == item.text
+        example = builder.example(sample)
+        prompt = len(builder.prompt(sample.mode, sample.user, sample.history, sample.system_prompt))
+        assert example.text_targets[example.text_targets != IGNORE].tolist() == transcript
+        assert (example.speech_targets == IGNORE).all() and len(example) == prompt + len(transcript) - 1
+        # the same positions and targets as the start of the chain phase of the item with its reply
+        reference = full[sample.mode]
+        assert torch.equal(example.input_ids, reference.input_ids[: len(example)])
+        assert torch.equal(example.text_targets, reference.text_targets[: len(example)])
+    assert not any(s.transcript_only for s in expand(golden_item(), audio_features=fake_mels))
 
 
 def test_loss_only_on_the_assistant_turn(tokenizer, builder):
