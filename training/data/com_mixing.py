@@ -85,10 +85,15 @@ class Variant:
     mode: str  # S2M ... SUC
 
 
+def _replyless(item: ManifestItem) -> bool:
+    """Speech with no reply: it makes transcript-only STC/SUC samples only."""
+    return not item.reply_text and not item.reply_tokens
+
+
 def missing_input(item: ManifestItem, mode: str) -> str | None:
     """Why `item` cannot make a `mode` variant, or None when it can."""
     m = get_mode(mode)
-    replyless = not item.reply_text and not item.reply_tokens
+    replyless = _replyless(item)
     if replyless and not (m.speech_input and m.has_transcript):
         return "no reply (transcript-only: STC, SUC)"
     if m.speech_input and item.audio is None:
@@ -165,7 +170,7 @@ def make_sample(item: ManifestItem, mode: str, audio_features: AudioFeatures | N
         draft=item.reply_text if m.has_draft else None,
         history=history,
         system_prompt=item.system,
-        transcript_only=not item.reply_text and not item.reply_tokens,
+        transcript_only=_replyless(item),
     )
 
 

@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 SPLIT = "general"
 QUESTION_WORDS_SPLIT = "question_words"
+SPLITS = {"english": SPLIT, "questions": QUESTION_WORDS_SPLIT}  # --words -> manifest / audio folder name
 WORD = re.compile(r"[a-z]+")
 QUESTION_WORD = re.compile(r"[A-Za-z]+")
 SINGLE_LETTER_WORDS = ("a", "i")
@@ -141,12 +142,13 @@ def build_general(
 ) -> dict:
     """Renders the sentences into `corpus` and writes their manifest and summary (general.jsonl /
     .json, or question_words.* for `words` "questions"); returns the summary."""
-    if words == "questions":
-        split, vocabulary = QUESTION_WORDS_SPLIT, question_vocabulary(corpus / "train.jsonl")
-    elif words == "english":
-        split, vocabulary = SPLIT, english_vocabulary(vocabulary_size)
-    else:
+    if words not in SPLITS:
         raise ValueError(f"words must be 'english' or 'questions', got {words!r}")
+    split = SPLITS[words]
+    if words == "questions":
+        vocabulary = question_vocabulary(corpus / "train.jsonl")
+    else:
+        vocabulary = english_vocabulary(vocabulary_size)
     records = plan_general(corpus, n, vocabulary, seed, split, uniform=words == "questions")
     jobs = [user_job(r["text"], r["audio"], r["voice"], r["prosody"]) for r in records]
     rendered = render_audio(jobs, corpus, workers, progress)
@@ -195,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     parser.add_argument(
         "--words",
-        choices=("english", "questions"),
+        choices=tuple(SPLITS),
         default="english",
         help="english: the --vocabulary most frequent English words (general.jsonl); questions: the "
         "words of the training questions, uniformly (question_words.jsonl) (default english)",
@@ -214,8 +216,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     summary = build_general(
         corpus, args.sentences, args.vocabulary, args.seed, args.workers, words=args.words
     )
-    split = QUESTION_WORDS_SPLIT if args.words == "questions" else SPLIT
-    logger.info("wrote %s: %s", corpus / f"{split}.jsonl", summary)
+    logger.info("wrote %s: %s", corpus / f"{SPLITS[args.words]}.jsonl", summary)
     return summary
 
 

@@ -41,9 +41,9 @@ def general_manifest(corpus: Path, words: str = "english") -> Path:
     """The corpus's general-English sentences (`training.data.general_speech`), or with `words`
     "questions" its question-word sentences; an error naming the command that writes them when they
     are missing."""
-    from training.data.general_speech import QUESTION_WORDS_SPLIT, SPLIT
+    from training.data.general_speech import SPLITS
 
-    path = corpus / f"{QUESTION_WORDS_SPLIT if words == 'questions' else SPLIT}.jsonl"
+    path = corpus / f"{SPLITS[words]}.jsonl"
     if not path.is_file():
         flag, extra = (
             ("--question_words", " --words questions") if words == "questions" else ("--general_speech", "")
