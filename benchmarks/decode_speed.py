@@ -4,11 +4,13 @@
 
 Answers the same typed questions (T2M, greedy) with each engine setting in turn, several rounds
 interleaved so that a busy machine slows every setting alike, and prints one JSON object per
-setting: decode path ("lean": core/kv_decoder.py, "cached": transformers with a KV cache),
-background audio (the codec on a worker thread) on or off, the median over rounds of the real-time
-factor and of the mean time to first audio, the model-only real-time factor (generation without
-the codec) and the codec-only one (decoding the same tokens offline). Every setting gives the same
-tokens and the same audio; the benchmark checks that.
+setting: decode path ("lean": core/kv_decoder.py, "cached": transformers with a KV cache), the
+lean path's product precision (fp32: the weights; fp16: float16 copies, the CPU default), background
+audio (the codec on a worker thread) on or off, the median over rounds of the real-time factor and
+of the mean time to first audio, the model-only real-time factor (generation without the codec) and
+the codec-only one (decoding the same tokens offline). Settings of one precision give the same
+tokens and the same audio (the benchmark checks that); fp16 rows report how many replies kept
+every speech token of fp32 (`same_tokens_as_fp32`).
 """
 
 from __future__ import annotations
@@ -61,64 +63,74 @@ def measure(checkpoint: str, questions: list[str], rounds: int, threads: int) ->
 
     torch.set_num_threads(threads)
     engine = VoiceChatEngine.from_pretrained(checkpoint)
-    settings = [(d, b) for d in ("cached", "lean") for b in (False, True)]
+    paths = [("cached", "fp32"), ("lean", "fp32"), ("lean", "fp16")]
+    settings = [(d, m, b) for d, m in paths for b in (False, True)]
 
-    def use(decode: str, background: bool) -> None:
-        engine.decode, engine.background_audio = decode, background
+    def use(decode: str, matmul: str, background: bool) -> None:
+        engine.decode, engine.matmul, engine.background_audio = decode, matmul, background
 
-    use("lean", True)
+    use("lean", "fp16", True)
     answer(engine, questions[0])  # warm-up
     rtf = {s: [] for s in settings}
     ttfa = {s: [] for s in settings}
-    reference: dict[int, tuple[list[int], np.ndarray]] = {}
+    # per precision: question index -> (speech tokens, audio)
+    reference: dict[str, dict[int, tuple[list[int], np.ndarray]]] = {"fp32": {}, "fp16": {}}
     for _ in tqdm(range(rounds), desc="rounds"):
         for setting in settings:
             use(*setting)
             total = audio = 0.0
             firsts = []
+            ref = reference[setting[1]]
             for i, q in enumerate(questions):
                 done, wav = answer(engine, q)
-                if i not in reference:
-                    reference[i] = (done.speech_tokens, wav)
-                elif done.speech_tokens != reference[i][0] or not np.array_equal(wav, reference[i][1]):
+                if i not in ref:
+                    ref[i] = (done.speech_tokens, wav)
+                elif done.speech_tokens != ref[i][0] or not np.array_equal(wav, ref[i][1]):
                     raise RuntimeError(f"setting {setting} changed the reply to {q!r}")
                 total += done.timings.total_time
                 audio += done.timings.audio_seconds
                 firsts.append(done.timings.time_to_first_audio or 0.0)
             rtf[setting].append(total / audio)
             ttfa[setting].append(1000 * float(np.mean(firsts)))
-    seconds = sum(len(tokens) for tokens, _ in reference.values()) / engine.codec.token_rate
+    seconds = {
+        m: sum(len(t) for t, _ in ref.values()) / engine.codec.token_rate for m, ref in reference.items()
+    }
+    same = sum(reference["fp16"][i][0] == reference["fp32"][i][0] for i in reference["fp32"])
     prompts = [engine.build_prompt(ChatRequest("T2M", text=q)) for q in questions]
     model_only = {}
-    for decode in ("cached", "lean"):
+    for decode, matmul in paths:
         runs = []
         for _ in range(rounds):
             start = time.perf_counter()
             for prompt in prompts:
-                for _step in engine.generator.stream(prompt, "T2M", SamplingConfig(), decode=decode):
+                for _step in engine.generator.stream(
+                    prompt, "T2M", SamplingConfig(), decode=decode, matmul=matmul
+                ):
                     pass
-            runs.append((time.perf_counter() - start) / seconds)
-        model_only[decode] = statistics.median(runs)
+            runs.append((time.perf_counter() - start) / seconds[matmul])
+        model_only[decode, matmul] = statistics.median(runs)
     codec_runs = []
     for _ in range(rounds):
         start = time.perf_counter()
-        for tokens, _ in reference.values():
+        for tokens, _ in reference["fp32"].values():
             engine.codec.decode(tokens)
-        codec_runs.append((time.perf_counter() - start) / seconds)
+        codec_runs.append((time.perf_counter() - start) / seconds["fp32"])
     return [
         {
             "decode": d,
+            "matmul": m,
             "background_audio": b,
-            "real_time_factor": round(statistics.median(rtf[(d, b)]), 4),
-            "time_to_first_audio_ms": round(statistics.median(ttfa[(d, b)]), 1),
-            "model_only_real_time_factor": round(model_only[d], 4),
+            "real_time_factor": round(statistics.median(rtf[(d, m, b)]), 4),
+            "time_to_first_audio_ms": round(statistics.median(ttfa[(d, m, b)]), 1),
+            "model_only_real_time_factor": round(model_only[d, m], 4),
             "codec_only_real_time_factor": round(statistics.median(codec_runs), 4),
-            "audio_seconds": round(seconds, 2),
+            "audio_seconds": round(seconds[m], 2),
+            **({"same_tokens_as_fp32": f"{same}/{len(questions)}"} if m == "fp16" else {}),
             "replies": len(questions),
             "rounds": rounds,
             "threads": threads,
         }
-        for d, b in settings
+        for d, m, b in settings
     ]
 
 

@@ -82,9 +82,13 @@ class VoiceChatEngine:
         user_tokenizer=None,
         background_audio: bool | None = None,
         decode: str = "lean",
+        matmul: str = "auto",
     ):
         self.model = model.eval()
         self.decode = decode  # generator decode path: "lean" (core/kv_decoder.py) or "cached" (transformers)
+        # the lean path's product precision: "auto" multiplies by float16 copies of float32 weights
+        # on a CPU (`core.kv_decoder.matmul_dtype`), "fp32" by the weights themselves
+        self.matmul = matmul
         # Decode the reply's audio on a worker thread, overlapping generation (same chunks and
         # samples). None: when the model is on an accelerator or torch uses one CPU thread. With
         # several CPU threads each side's thread pool competes for the same cores (measured on 2
@@ -202,7 +206,7 @@ class VoiceChatEngine:
                 n_samples += len(c)
 
         for step in self.generator.stream(
-            prompt, mode.name, sampling, decode=self.decode, cancel=cancel, result=result
+            prompt, mode.name, sampling, decode=self.decode, matmul=self.matmul, cancel=cancel, result=result
         ):
             tok = step.text_token
             if step.kind == "text" and mode.is_chain:

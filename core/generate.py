@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
+from torch import nn
 from transformers import DynamicCache
 
-from core.kv_decoder import KVDecoder, unsupported_reason
+from core.kv_decoder import KVDecoder, matmul_dtype, unsupported_reason
 from core.model import DrVoiceModel
 from core.modes import get_mode
 from core.sampling import SamplingConfig, apply_repetition_penalty, sample_token
@@ -58,10 +59,10 @@ class _Decoder:
     whole sequence every call: the slow reference the tests compare the others against.
     """
 
-    def __init__(self, forward, base_model, how: str, wrap=None):
+    def __init__(self, forward, base_model, how: str, wrap=None, matmul_dtype: torch.dtype | None = None):
         self.forward = forward  # (inputs..., cache) -> outputs for the new positions
         self.cache = DynamicCache(config=base_model.config) if how == "cached" else None
-        self.lean = KVDecoder(base_model) if how == "lean" else None
+        self.lean = KVDecoder(base_model, matmul_dtype=matmul_dtype) if how == "lean" else None
         self.wrap = wrap  # lean path: (inputs..., decode) -> outputs, decode = embeds -> hidden states
         self.history: list[tuple[torch.Tensor, ...]] = []
         self.length = 0
@@ -77,6 +78,10 @@ class _Decoder:
         self.history.append(inputs)
         full = [torch.cat(parts, dim=1) for parts in zip(*self.history, strict=True)]
         return self.forward(*full, cache=None)[:, -n:]
+
+    def project(self, x: torch.Tensor, head: nn.Linear) -> torch.Tensor:
+        """An output head on this decoder's hidden states (in the lean path's product precision)."""
+        return self.lean.project(x, head) if self.lean is not None else head(x)
 
 
 DraftIds = Callable[[str, list[int]], list[int]]  # (mode, chain-phase ids) -> the draft's reply ids
@@ -124,7 +129,7 @@ class DrVoiceGenerator:
 
     def _srh_lean(self, prev: torch.Tensor, cond: torch.Tensor, run: KVDecoder) -> torch.Tensor:
         srh = self.model.srh
-        return srh.head(run(srh.embed(prev) + cond))
+        return run.project(run(srh.embed(prev) + cond), srh.head)
 
     @torch.inference_mode()
     def stream(
@@ -134,6 +139,7 @@ class DrVoiceGenerator:
         sampling: SamplingConfig | None = None,
         *,
         decode: DecodePath = "lean",
+        matmul: str = "auto",
         cancel: threading.Event | None = None,
         result: GenResult | None = None,
     ) -> Iterator[GenStep]:
@@ -146,6 +152,8 @@ class DrVoiceGenerator:
             decode: "lean" (`core.kv_decoder`; transformers' cached forward for a model it does not
                 cover), "cached" (transformers with a KV cache) or "uncached" (re-runs the whole
                 sequence each step: the slow reference).
+            matmul: the lean path's product precision (`core.kv_decoder.matmul_dtype`): "auto"
+                (float16 copies of float32 weights on a CPU), "fp32", "fp16" or "bf16".
             cancel: set it to stop after the current step.
             result: filled with the step count and stop reason.
         Yields:
@@ -174,8 +182,20 @@ class DrVoiceGenerator:
         if decode == "lean":
             llm_how = "lean" if unsupported_reason(model.llm.model) is None else "cached"
             srh_how = "lean" if unsupported_reason(model.srh.decoder) is None else "cached"
-        llm = _Decoder(self._llm_forward, model.llm.model, llm_how, wrap=lambda emb, run: run(emb))
-        srh = _Decoder(self._srh_forward, model.srh.decoder, srh_how, wrap=self._srh_lean)
+        llm = _Decoder(
+            self._llm_forward,
+            model.llm.model,
+            llm_how,
+            wrap=lambda emb, run: run(emb),
+            matmul_dtype=matmul_dtype(matmul, model.llm.model),
+        )
+        srh = _Decoder(
+            self._srh_forward,
+            model.srh.decoder,
+            srh_how,
+            wrap=self._srh_lean,
+            matmul_dtype=matmul_dtype(matmul, model.srh.decoder),
+        )
         p = prompt
         emb = model.embed_inputs(
             p.input_ids[None].to(dev),
@@ -196,7 +216,7 @@ class DrVoiceGenerator:
         forced: list[int] | None = None  # the parallel text, when it follows the draft
 
         def draw_text(mask: torch.Tensor) -> int:
-            logits = model.llm.lm_head(hidden).float() + mask
+            logits = llm.project(hidden, model.llm.lm_head).float() + mask
             return sample_token(logits.cpu(), sampling.temperature, sampling.top_k, sampling.top_p, gen)
 
         for step in range(sampling.max_new_steps):

@@ -9,6 +9,11 @@ remade when a parameter has changed, so a model being trained is seen as it is n
 preallocated key/value cache that grows by doubling. Only what it reproduces exactly is taken:
 `unsupported_reason(model)` names anything else (rope scaling, sliding windows, q/k norms, other
 activations, other architectures), and the generator then keeps the transformers path.
+
+`matmul_dtype` keeps half-precision copies of the projections and multiplies in that precision
+(norms, rope, attention and the residual stream stay in the model's dtype). The products are bound
+by memory: on the 2-core CPU a float16 copy of the demo's weights halves the bytes read and cut
+the time of its matrix-vector products about threefold at 2 threads (`benchmarks/decode_speed.py`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,23 @@ from torch import nn
 
 ARCHITECTURES = ("qwen2", "llama")
 STACK_LIMIT_BYTES = 256 * 2**20  # the demo's LLM layers take 17 MB, Qwen2.5-0.5B's ~1.4 GB (fp32)
+MATMUL_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def matmul_dtype(name: str, model: nn.Module) -> torch.dtype | None:
+    """The precision of the lean path's products for a setting name (None: the parameters' own).
+
+    Args:
+        name: "auto" (float16 copies on a CPU when the parameters are float32, else none),
+            "fp32", "fp16" or "bf16".
+        model: the base model (its parameters' device and dtype decide "auto").
+    """
+    if name == "auto":
+        p = next(model.parameters())
+        return torch.float16 if p.device.type == "cpu" and p.dtype == torch.float32 else None
+    if name not in MATMUL_DTYPES:
+        raise ValueError(f"matmul precision must be 'auto' or one of {sorted(MATMUL_DTYPES)}, got {name!r}")
+    return MATMUL_DTYPES[name]
 
 
 def unsupported_reason(model: nn.Module) -> str | None:
@@ -87,9 +109,18 @@ class KVDecoder:
         capacity: positions the cache holds before it first doubles.
         stack_limit_bytes: stack the projections only when the decoder layers' parameters take at
             most this much memory; larger models run them one by one on the parameters in place.
+        matmul_dtype: multiply by copies of the projections in this dtype (activations cast per
+            product, results cast back); None or the parameters' dtype: the parameters themselves.
+            Needs the stacked path: a model over `stack_limit_bytes` keeps its own dtype.
     """
 
-    def __init__(self, model: nn.Module, capacity: int = 256, stack_limit_bytes: int = STACK_LIMIT_BYTES):
+    def __init__(
+        self,
+        model: nn.Module,
+        capacity: int = 256,
+        stack_limit_bytes: int = STACK_LIMIT_BYTES,
+        matmul_dtype: torch.dtype | None = None,
+    ):
         reason = unsupported_reason(model)
         if reason is not None:
             raise ValueError(f"KVDecoder cannot run this model: {reason}")
@@ -106,7 +137,9 @@ class KVDecoder:
         layer_bytes = sum(p.numel() * p.element_size() for p in model.layers.parameters())
         # one reply's decoder: the parameters do not change meanwhile. A large model's projections
         # are not stacked (the copies would cost memory, and per-call overhead matters less there)
-        self.weights = _packed(model) if layer_bytes <= stack_limit_bytes else [None] * len(model.layers)
+        stacked = layer_bytes <= stack_limit_bytes
+        self.matmul_dtype = (matmul_dtype or weight.dtype) if stacked else weight.dtype
+        self.weights = _packed(model, self.matmul_dtype) if stacked else [None] * len(model.layers)
         self.length = 0
         self._rope_cos = self._rope_sin = None  # (capacity, head_dim), the sine signed for the half swap
 
@@ -165,51 +198,82 @@ class KVDecoder:
                 enable_gqa=gqa,
             )
             out = out.transpose(1, 2).reshape(1, n, heads * hd)
-            o, mlp = layer.self_attn.o_proj, layer.mlp
-            x = x + F.linear(out, o.weight, o.bias)
-            h = self._norm(x, layer.post_attention_layernorm.weight)
+            mlp = layer.mlp
             if w is None:
+                o = layer.self_attn.o_proj
+                x = x + F.linear(out, o.weight, o.bias)
+                h = self._norm(x, layer.post_attention_layernorm.weight)
                 gate, up = (
                     F.linear(h, mlp.gate_proj.weight, mlp.gate_proj.bias),
                     F.linear(h, mlp.up_proj.weight, mlp.up_proj.bias),
                 )
+                x = x + F.linear(F.silu(gate) * up, mlp.down_proj.weight, mlp.down_proj.bias)
             else:
-                gate, up = F.linear(h, w.gate_up, w.gate_up_bias).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, mlp.down_proj.weight, mlp.down_proj.bias)
+                x = x + _linear(out, w.o, w.o_bias)
+                h = self._norm(x, layer.post_attention_layernorm.weight)
+                gate, up = _linear(h, w.gate_up, w.gate_up_bias).chunk(2, dim=-1)
+                x = x + _linear(F.silu(gate) * up, w.down, w.down_bias)
         self.length = end
         return self._norm(x, self.model.norm.weight)
 
+    def project(self, x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
+        """`linear(x)` for a projection outside the base model (an output head), in `matmul_dtype`."""
+        if self.matmul_dtype == linear.weight.dtype:
+            return linear(x)
+        weight, bias = _copy(linear, self.matmul_dtype)
+        return _linear(x, weight, bias)
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x @ weight.T + bias in the weight's dtype, returned in x's (a no-op cast when they agree)."""
+    return F.linear(x.to(weight.dtype), weight, bias).to(x.dtype)
+
 
 class _LayerWeights(NamedTuple):
+    """One layer's projections in the product dtype (o / down: the parameters when it is theirs)."""
+
     qkv: torch.Tensor  # (q + k + v rows, hidden): one matrix product for the three projections
     qkv_bias: torch.Tensor | None
+    o: torch.Tensor
+    o_bias: torch.Tensor | None
     gate_up: torch.Tensor  # (2 * intermediate, hidden)
     gate_up_bias: torch.Tensor | None
+    down: torch.Tensor
+    down_bias: torch.Tensor | None
 
 
 def _qkv(h: torch.Tensor, layer: nn.Module, w: _LayerWeights | None) -> torch.Tensor:
     if w is not None:
-        return F.linear(h, w.qkv, w.qkv_bias)
+        return _linear(h, w.qkv, w.qkv_bias)
     a = layer.self_attn
     return torch.cat([F.linear(h, p.weight, p.bias) for p in (a.q_proj, a.k_proj, a.v_proj)], dim=-1)
 
 
-_PACKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_PACKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {dtype: (key, packs)}
+_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # linear -> {dtype: (key, w, b)}
 
 
-def _cat(*tensors):
-    return None if any(t is None for t in tensors) else torch.cat(tensors)
+def _cat(*tensors, dtype: torch.dtype):
+    return None if any(t is None for t in tensors) else torch.cat(tensors).to(dtype)
 
 
-def _packed(model: nn.Module) -> list[_LayerWeights]:
-    """The model's projections stacked per layer, rebuilt whenever a parameter changed or moved.
+def _as(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    return None if t is None else t.detach().to(dtype)
+
+
+def _version_key(params) -> tuple:
+    return tuple((p.data_ptr(), p._version) for p in params)
+
+
+def _packed(model: nn.Module, dtype: torch.dtype) -> list[_LayerWeights]:
+    """The model's projections stacked per layer in `dtype`, rebuilt whenever a parameter changed or moved.
 
     Stacking copies the weights, so each pack remembers the version counters and storage of the
     parameters it was made from: an optimiser step or `.to()` is seen at the next call.
     """
-    params = [p for layer in model.layers for p in layer.parameters()]
-    key = tuple((p.data_ptr(), p._version) for p in params)
-    cached = _PACKS.get(model)
+    key = _version_key(p for layer in model.layers for p in layer.parameters())
+    per_dtype = _PACKS.setdefault(model, {})
+    cached = per_dtype.get(dtype)
     if cached is not None and cached[0] == key:
         return cached[1]
     packs = []
@@ -218,11 +282,26 @@ def _packed(model: nn.Module) -> list[_LayerWeights]:
             a, m = layer.self_attn, layer.mlp
             packs.append(
                 _LayerWeights(
-                    torch.cat((a.q_proj.weight, a.k_proj.weight, a.v_proj.weight)),
-                    _cat(a.q_proj.bias, a.k_proj.bias, a.v_proj.bias),
-                    torch.cat((m.gate_proj.weight, m.up_proj.weight)),
-                    _cat(m.gate_proj.bias, m.up_proj.bias),
+                    torch.cat((a.q_proj.weight, a.k_proj.weight, a.v_proj.weight)).to(dtype),
+                    _cat(a.q_proj.bias, a.k_proj.bias, a.v_proj.bias, dtype=dtype),
+                    _as(a.o_proj.weight, dtype),
+                    _as(a.o_proj.bias, dtype),
+                    torch.cat((m.gate_proj.weight, m.up_proj.weight)).to(dtype),
+                    _cat(m.gate_proj.bias, m.up_proj.bias, dtype=dtype),
+                    _as(m.down_proj.weight, dtype),
+                    _as(m.down_proj.bias, dtype),
                 )
             )
-    _PACKS[model] = (key, packs)
+    per_dtype[dtype] = (key, packs)
     return packs
+
+
+def _copy(linear: nn.Linear, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A `dtype` copy of a linear layer's weight and bias, remade when either has changed."""
+    key = _version_key(p for p in (linear.weight, linear.bias) if p is not None)
+    per_dtype = _COPIES.setdefault(linear, {})
+    cached = per_dtype.get(dtype)
+    if cached is None or cached[0] != key:
+        with torch.no_grad():
+            cached = per_dtype[dtype] = (key, linear.weight.to(dtype), _as(linear.bias, dtype))
+    return cached[1], cached[2]

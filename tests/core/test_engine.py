@@ -96,24 +96,24 @@ def test_every_mode_streams_typed_events(trained, question, mode):
 
 @pytest.mark.parametrize("mode", ["S2M", "STC"])
 def test_decode_path_and_background_audio_change_no_sample(engine, question, mode):
-    """The lean decode path and audio decoded on a worker thread give the same reply, tokens and
-    samples as transformers' cached forward with audio decoded in line."""
+    """The lean decode path (fp32 or fp16 products) and audio decoded on a worker thread give the
+    same reply, tokens and samples as transformers' cached forward with audio decoded in line."""
     replies = {}
     try:
-        for decode in ("lean", "cached"):
+        for decode, matmul in (("lean", "fp32"), ("lean", "fp16"), ("cached", "auto")):
             for background in (True, False):
-                engine.decode, engine.background_audio = decode, background
+                engine.decode, engine.matmul, engine.background_audio = decode, matmul, background
                 events, done = _run(engine, ChatRequest(mode, audio=question))
                 chunks = [e for e in events if isinstance(e, AudioChunk)]
                 assert [c.index for c in chunks] == list(range(len(chunks)))
-                replies[decode, background] = (
+                replies[decode, matmul, background] = (
                     done.reply_text,
                     done.speech_tokens,
                     np.concatenate([c.samples for c in chunks]),
                 )
     finally:
-        engine.decode, engine.background_audio = "lean", None
-    text, tokens, audio = replies["cached", False]
+        engine.decode, engine.matmul, engine.background_audio = "lean", "auto", None
+    text, tokens, audio = replies["cached", "auto", False]
     assert text == REPLY and len(audio) == len(tokens) * engine.codec.samples_per_token
     for reply_text, speech_tokens, samples in replies.values():
         assert reply_text == text and speech_tokens == tokens

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoModel, DynamicCache
 
-from core.kv_decoder import KVDecoder, unsupported_reason
+from core.kv_decoder import KVDecoder, matmul_dtype, unsupported_reason
 from core.srh import build_transformers_config
 
 
@@ -57,20 +57,73 @@ def test_same_hidden_states_as_transformers_cached_forward(model_type, stack):
     assert lean.cache.capacity == 32
 
 
-def test_a_trained_model_is_seen_as_it_is_now():
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_products_stay_within_their_rounding(dtype):
+    """With `matmul_dtype` every projection multiplies a half-precision copy: the hidden states
+    differ from fp32 by that rounding only, and the copies really are used."""
+    model = _model()
+    cache = DynamicCache(config=model.config)
+    lean = KVDecoder(model, capacity=4, matmul_dtype=dtype)
+    assert lean.matmul_dtype == dtype
+    assert all(t.dtype == dtype for w in lean.weights for t in w if t is not None)
+    tol = 2e-2 if dtype == torch.float16 else 8e-2  # 11 and 8 significant bits
+    worst = 0.0
+    with torch.inference_mode():
+        for x in _chunks(LENGTHS):
+            ref = model(inputs_embeds=x, cache=cache, use_cache=True).last_hidden_state
+            out = lean(x)
+            assert out.dtype == torch.float32
+            torch.testing.assert_close(out, ref, atol=tol, rtol=tol)
+            worst = max(worst, (out - ref).abs().max().item())
+    assert worst > 1e-6  # not the fp32 path
+
+
+def test_half_precision_head_projection():
+    model = _model()
+    head = torch.nn.Linear(32, 16, bias=True)
+    x = torch.randn(3, 32)
+    lean = KVDecoder(model, matmul_dtype=torch.float16)
+    with torch.inference_mode():
+        ref, out = head(x), lean.project(x, head)
+        torch.testing.assert_close(out, ref, atol=1e-2, rtol=1e-2)
+        assert not torch.equal(out, ref) and out.dtype == torch.float32
+        assert torch.equal(KVDecoder(model).project(x, head), ref)  # fp32: the module itself
+    with torch.no_grad():
+        head.weight.mul_(-1.0)  # the copy is remade after a change
+    with torch.inference_mode():
+        torch.testing.assert_close(lean.project(x, head), head(x), atol=1e-2, rtol=1e-2)
+
+
+def test_matmul_dtype_names():
+    model = _model()
+    assert matmul_dtype("auto", model) == torch.float16  # fp32 weights on a CPU
+    assert matmul_dtype("auto", model.to(torch.bfloat16)) is None
+    assert matmul_dtype("fp32", model) == torch.float32
+    assert matmul_dtype("bf16", model) == torch.bfloat16
+    with pytest.raises(ValueError, match="matmul precision"):
+        matmul_dtype("int8", model)
+    # a model too large to stack keeps its own dtype
+    assert KVDecoder(_model(), stack_limit_bytes=0, matmul_dtype=torch.float16).matmul_dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", [None, torch.float16])
+def test_a_trained_model_is_seen_as_it_is_now(dtype):
     """Stacked weights are remade after a parameter changed (a training step between two replies)."""
     model = _model()
     x = _chunks([6])[0]
+    tol = 2e-5 if dtype is None else 2e-2
     with torch.inference_mode():
-        before = KVDecoder(model)(x)
+        before = KVDecoder(model, matmul_dtype=dtype)(x)
     with torch.no_grad():
         model.layers[1].mlp.down_proj.weight.mul_(-2.0)
         model.layers[0].self_attn.k_proj.bias.add_(1.0)
+        model.layers[0].self_attn.o_proj.weight.mul_(4.0)
+        model.layers[0].mlp.up_proj.weight.mul_(-3.0)
     with torch.inference_mode():
         ref = model(inputs_embeds=x).last_hidden_state
-        after = KVDecoder(model)(x)
-    torch.testing.assert_close(after, ref, atol=2e-5, rtol=1e-4)
-    assert not torch.allclose(after, before, atol=1e-3)
+        after = KVDecoder(model, matmul_dtype=dtype)(x)
+    torch.testing.assert_close(after, ref, atol=tol, rtol=tol * 5)
+    assert (after - before).abs().max() > 0.3  # far beyond the half-precision rounding
 
 
 def test_one_sequence_only():

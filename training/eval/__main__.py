@@ -62,6 +62,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument(
+        "--matmul",
+        default="auto",
+        choices=["auto", "fp32", "fp16", "bf16"],
+        help="precision of the decoder's matrix products (auto: fp16 copies of fp32 weights on a CPU)",
+    )
     parser.add_argument("--max-new-steps", type=int, default=600, help="LLM steps per reply (5 Hz)")
     parser.add_argument("--temperature", type=float, default=0.0, help="text temperature (0 = greedy)")
     parser.add_argument(
@@ -106,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         if not args.checkpoint:
             parser.error("--checkpoint is required (unless --rescore)")
         engine = VoiceChatEngine.from_pretrained(args.checkpoint, device=args.device)
+        engine.matmul = args.matmul
         try:
             run = evaluate(Evaluator(engine, sampling), items, modes, progress=not args.quiet)
         except ValueError as exc:
