@@ -153,11 +153,23 @@ class DrVoiceModel(nn.Module):
         return self.ungrouping(hidden)
 
     # ---- training ------------------------------------------------------------------------------------
-    def _heads(self, batch: Batch) -> _Heads:
+    def _hidden(self, batch: Batch) -> torch.Tensor:
+        """(B, L, D) final LLM hidden states of a teacher-forced batch."""
         emb = self.embed_inputs(batch.input_ids, batch.speech_inputs, batch.speech_input_mask, batch.mels)
-        hidden = self.llm.model(
-            inputs_embeds=emb, attention_mask=batch.attention_mask
-        ).last_hidden_state  # (B,L,D)
+        return self.llm.model(inputs_embeds=emb, attention_mask=batch.attention_mask).last_hidden_state
+
+    def text_logits(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text-head logits at the positions with a text target, (Nt, V), and their sample index (Nt,).
+
+        Rows run sample by sample, in position order: two batches whose samples have the same text
+        targets list them alike (distillation compares a teacher's rows with a student's).
+        """
+        hidden = self._hidden(batch)
+        mask = batch.text_targets != IGNORE
+        return self.llm.lm_head(hidden[mask]), mask.nonzero()[:, 0]
+
+    def _heads(self, batch: Batch) -> _Heads:
+        hidden = self._hidden(batch)  # (B, L, D)
 
         text_mask = batch.text_targets != IGNORE  # (B, L)
         text_logits = self.llm.lm_head(hidden[text_mask])  # (Nt, V)
