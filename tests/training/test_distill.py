@@ -125,7 +125,13 @@ def test_distillation_teaches_the_speech_path_only(tiny_assets, tmp_path):
     assert from_pretrained(out).extra["recipe"] == "distill"
 
 
-def test_configuration_errors_are_named(tiny_assets, tmp_path):
+def test_configuration_from_the_command_line_and_its_errors(tiny_assets, tmp_path):
+    from training.cli import parse_config
+
+    two = parse_config(distill.DistillConfig, ["--init", "x", "--train_manifest", "[a.jsonl, b.jsonl]"])
+    assert two.train_manifest == ["a.jsonl", "b.jsonl"]
+    one = parse_config(distill.DistillConfig, ["--init", "x", "--train_manifest", "runs/a.jsonl"])
+    assert one.train_manifest == ["runs/a.jsonl"]
     with pytest.raises(ValueError, match="required"):
         distill.DistillConfig(init=str(tiny_assets.init))
     with pytest.raises(ValueError, match="temperature"):

@@ -1,7 +1,7 @@
 """Speech-to-text behaviour distillation: the model answers a recording as it answers its transcript.
 
     python -m training.recipes.distill --init checkpoints/demo \\
-        --train_manifest runs/demo/train.tokens.jsonl runs/demo/question_words_train.tokens.jsonl \\
+        --train_manifest "[runs/demo/train.tokens.jsonl, runs/demo/question_words.tokens.jsonl]" \\
         --mel_cache runs/demo/mels --output_dir runs/distill --augment true
 
 The teacher is the model itself reading the user's words (T2T), the student the same model hearing
@@ -54,7 +54,9 @@ TEACHER_MODE, STUDENT_MODE = "T2T", "S2T"
 @dataclass
 class DistillConfig:
     init: str = arg("", "core checkpoint with a continuous speech encoder (e.g. the demo)")
-    train_manifest: list[str] = arg([], "manifests whose user recordings + transcripts are the data")
+    train_manifest: list[str] = arg(
+        [], "manifests whose user recordings + transcripts are the data ([a, b] or one path)"
+    )
     output_dir: str = arg("runs/distill", "metrics.jsonl, loss.png, teacher_replies.jsonl and final/")
     mel_cache: str | None = arg(None, "folder of cached user log-mels")
     max_steps: int = arg(400, "optimiser steps")
