@@ -10,10 +10,13 @@ preallocated key/value cache that grows by doubling. Only what it reproduces exa
 `unsupported_reason(model)` names anything else (rope scaling, sliding windows, q/k norms, other
 activations, other architectures), and the generator then keeps the transformers path.
 
-`matmul_dtype` keeps half-precision copies of the projections and multiplies in that precision
-(norms, rope, attention and the residual stream stay in the model's dtype). The products are bound
-by memory: on the 2-core CPU a float16 copy of the demo's weights halves the bytes read and cut
-the time of its matrix-vector products about threefold at 2 threads (`benchmarks/decode_speed.py`).
+`matmul_dtype` keeps half-precision copies of the projections and multiplies one-position steps
+in that precision (norms, rope, attention and the residual stream stay in the model's dtype). Those
+matrix-vector products are bound by memory: on the 2-core CPU float16 copies of the demo's weights
+halve the bytes read, and a product inside decoding took ~115 µs against ~205 µs in fp32
+(`benchmarks/decode_speed.py`: T2M real-time factor 0.156 → 0.120). A prompt's matrix-matrix
+products are bound by arithmetic, where half precision is slower on a CPU, so they stay in the
+parameters' dtype.
 """
 
 from __future__ import annotations
@@ -143,7 +146,7 @@ class KVDecoder:
         self.matmul_dtype = (matmul_dtype or weight.dtype) if stacked else weight.dtype
         self.weights = _packed(model, self.matmul_dtype) if stacked else [None] * len(model.layers)
         # several positions at once (a prompt) make matrix-matrix products, bound by arithmetic, where
-        # half precision is slower on a CPU (demo prompt: 33 ms against 18 ms): they use the
+        # half precision is slower on a CPU (demo T2M prompt: 33 ms against 13 ms): they use the
         # parameters' dtype
         self.prefill_weights = (
             _packed(model, weight.dtype) if stacked and self.matmul_dtype != weight.dtype else self.weights
