@@ -125,6 +125,29 @@ def test_distillation_teaches_the_speech_path_only(tiny_assets, tmp_path):
     assert from_pretrained(out).extra["recipe"] == "distill"
 
 
+def test_anchored_recordings_are_taught_by_the_starting_model_hearing_them(tiny_assets, tmp_path):
+    """With --anchor a recording that has a reply is taught by the frozen starting model hearing it:
+    before the first update the student equals that teacher exactly (without the anchor it is far
+    from its T2T teacher)."""
+    init = _text_trained(tiny_assets, tmp_path)
+    first = {}
+    for anchor in (True, False):
+        out_dir = tmp_path / str(anchor)
+        cfg = distill.DistillConfig(
+            init=str(init),
+            train_manifest=[str(tiny_assets.manifest)],
+            output_dir=str(out_dir),
+            anchor=anchor,
+            max_steps=1,
+            max_batch_size=4,
+            log_every=1,
+        )
+        distill.run(cfg)
+        first[anchor] = read_metrics(out_dir / "metrics.jsonl")[0]
+    assert first[True]["loss"] == 0.0 and first[True]["agreement"] == 1.0
+    assert first[False]["loss"] > 0.1
+
+
 def test_configuration_from_the_command_line_and_its_errors(tiny_assets, tmp_path):
     from training.cli import parse_config
 

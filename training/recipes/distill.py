@@ -14,12 +14,17 @@ frozen, so the teacher does not move and typed replies stay as they are; the spe
 exists for any recording with a transcript, speech outside the domain's questions included
 (`training.data.general_speech`): the student is taught to read, not to recall answers.
 
+With `--anchor` a recording that has a reply is taught by the starting model hearing it instead (S2T,
+frozen copy, the same perturbed log-mels): what the model already answers from speech is kept, and
+only the recordings without a reply (new word orders) learn from the text path.
+
 Logged per step: the loss, and `agreement`, the share of reply positions where the student's most
 likely token is the teacher's. Single process (no DeepSpeed); items with earlier turns are skipped.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from dataclasses import dataclass
@@ -31,7 +36,7 @@ from tqdm import tqdm
 
 from core.generate import DrVoiceGenerator
 from core.sampling import SamplingConfig
-from core.sequence import Sample, SequenceBuilder, UserInput
+from core.sequence import Batch, Sample, SequenceBuilder, UserInput
 from training.cli import arg, parse_config, save_config
 from training.data import ExampleCollator, LengthBucketSampler, MelCache, read_manifest
 from training.data.augment import AugmentedMels
@@ -69,6 +74,11 @@ class DistillConfig:
     temperature: float = arg(1.0, "softens both distributions (the loss is scaled by its square)")
     train_whisper: bool = arg(False, "train the Whisper encoder too (default: the adapter only)")
     augment: bool = arg(False, "perturb the student's log-mels afresh each time (tempo, warp, masks)")
+    anchor: bool = arg(
+        False,
+        "a recording with a reply keeps the starting model hearing it (S2T) as its teacher; "
+        "only recordings without one learn from T2T",
+    )
     teacher_max_tokens: int = arg(40, "longest teacher reply generated for a recording without one")
     seed: int = arg(0, "data order and perturbations")
     log_every: int = arg(10, "steps between metric lines")
@@ -194,23 +204,41 @@ def run(cfg: DistillConfig) -> Path | None:
     sampler = LengthBucketSampler(lengths, cfg.max_tokens, seed=cfg.seed, max_batch_size=cfg.max_batch_size)
     collate = ExampleCollator.for_builder(builder)
 
-    def get_batch(indices: list[int]):
-        pairs = [samples(items[i], features(items[i].audio)) for i in indices]
-        teacher = collate([builder.example(t) for t, _ in pairs]).to(runtime.device)
-        student = collate([builder.example(s) for _, s in pairs]).to(runtime.device)
-        return teacher, student
+    # the starting model, frozen: with --anchor the teacher of recordings that have a reply
+    anchor = copy.deepcopy(model).eval().requires_grad_(False) if cfg.anchor else None
 
-    def loss_fn(batch) -> dict[str, torch.Tensor]:
-        teacher_batch, student_batch = batch
-        with torch.no_grad():
-            teacher, _ = model.text_logits(teacher_batch)
-        student, _ = model.text_logits(student_batch)
-        if teacher.shape != student.shape:
-            raise RuntimeError(
-                f"teacher and student reply positions differ: {teacher.shape} vs {student.shape}"
+    def get_batch(indices: list[int]) -> list[tuple[torch.nn.Module, Batch, Batch]]:
+        """(teacher model, teacher batch, student batch) per kind of teacher in the batch."""
+        groups: dict[bool, list[tuple[Sample, Sample]]] = {True: [], False: []}
+        for i in indices:
+            teacher, student = samples(items[i], features(items[i].audio))
+            anchored = anchor is not None and bool(items[i].reply_text)
+            groups[anchored].append((student if anchored else teacher, student))
+        return [
+            (
+                anchor if anchored else model,
+                collate([builder.example(t) for t, _ in pairs]).to(runtime.device),
+                collate([builder.example(s) for _, s in pairs]).to(runtime.device),
             )
-        agreement = (teacher.argmax(-1) == student.argmax(-1)).float().mean()
-        return {"loss": distillation_loss(teacher, student, cfg.temperature), "agreement": agreement}
+            for anchored, pairs in groups.items()
+            if pairs
+        ]
+
+    def loss_fn(batch: list[tuple[torch.nn.Module, Batch, Batch]]) -> dict[str, torch.Tensor]:
+        total, agree, rows = 0.0, 0.0, 0
+        for teacher_model, teacher_batch, student_batch in batch:
+            with torch.no_grad():
+                teacher, _ = teacher_model.text_logits(teacher_batch)
+            student, _ = model.text_logits(student_batch)
+            if teacher.shape != student.shape:
+                raise RuntimeError(
+                    f"teacher and student reply positions differ: {teacher.shape} vs {student.shape}"
+                )
+            n = teacher.shape[0]
+            total = total + distillation_loss(teacher, student, cfg.temperature) * n
+            agree = agree + (teacher.argmax(-1) == student.argmax(-1)).float().sum()
+            rows += n
+        return {"loss": total / rows, "agreement": agree / rows}
 
     trainer = make_trainer(
         model,
