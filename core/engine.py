@@ -87,7 +87,7 @@ class VoiceChatEngine:
         self.model = model.eval()
         self.decode = decode  # generator decode path: "lean" (core/kv_decoder.py) or "cached" (transformers)
         # the lean path's product precision: "auto" multiplies by float16 copies of float32 weights
-        # on a CPU (`core.kv_decoder.matmul_dtype`), "fp32" by the weights themselves
+        # on a CPU with several torch threads (`core.kv_decoder.matmul_dtype`), "fp32" by the weights
         self.matmul = matmul
         # Decode the reply's audio on a worker thread, overlapping generation (same chunks and
         # samples). None: when the model is on an accelerator or torch uses one CPU thread. With

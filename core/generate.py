@@ -153,7 +153,7 @@ class DrVoiceGenerator:
                 cover), "cached" (transformers with a KV cache) or "uncached" (re-runs the whole
                 sequence each step: the slow reference).
             matmul: the lean path's product precision (`core.kv_decoder.matmul_dtype`): "auto"
-                (float16 copies of float32 weights on a CPU), "fp32", "fp16" or "bf16".
+                (float16 copies of float32 weights on a CPU with several threads), "fp32", "fp16" or "bf16".
             cancel: set it to stop after the current step.
             result: filled with the step count and stop reason.
         Yields:

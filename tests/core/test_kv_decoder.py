@@ -101,7 +101,14 @@ def test_half_precision_head_projection():
 
 def test_matmul_dtype_names():
     model = _model()
-    assert matmul_dtype("auto", model) == torch.float16  # fp32 weights on a CPU
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert matmul_dtype("auto", model) == torch.float16  # fp32 weights on a CPU, several threads
+        torch.set_num_threads(1)
+        assert matmul_dtype("auto", model) is None  # one thread: the casts cost more than they save
+    finally:
+        torch.set_num_threads(threads)
     assert matmul_dtype("auto", model.to(torch.bfloat16)) is None
     assert matmul_dtype("fp32", model) == torch.float32
     assert matmul_dtype("bf16", model) == torch.bfloat16

@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "--matmul",
         default="auto",
         choices=["auto", "fp32", "fp16", "bf16"],
-        help="precision of the decoder's matrix products (auto: fp16 copies of fp32 weights on a CPU)",
+        help="precision of the decoder's matrix products (auto: fp16 copies of fp32 weights on a CPU with several threads)",
     )
     parser.add_argument("--max-new-steps", type=int, default=600, help="LLM steps per reply (5 Hz)")
     parser.add_argument("--temperature", type=float, default=0.0, help="text temperature (0 = greedy)")
