@@ -6,7 +6,12 @@ import shutil
 import pytest
 import torch
 
-from core.checkpoint import from_pretrained
+from core.checkpoint import from_pretrained, save_pretrained
+from core.generate import DrVoiceGenerator
+from core.sampling import SamplingConfig
+from core.sequence import Sample, SequenceBuilder, UserInput
+from training.cli import parse_config
+from training.data import ExampleCollator, MelCache
 from training.metrics import read_metrics
 from training.recipes import distill
 from training.recipes.distill import distillation_loss
@@ -42,10 +47,6 @@ def _manifest_with_a_replyless_recording(assets, tmp_path):
 def _text_trained(assets, tmp_path):
     """The tiny checkpoint taught to answer the four typed questions (T2T) and nothing by speech: a
     random model's next-token distributions hardly depend on what it reads, text or speech."""
-    from core.checkpoint import save_pretrained
-    from core.sequence import Sample, SequenceBuilder, UserInput
-    from training.data import ExampleCollator
-
     ckpt = from_pretrained(assets.init)
     model = ckpt.model.train()
     builder = SequenceBuilder(model.config, ckpt.tokenizer)
@@ -65,9 +66,6 @@ def _text_trained(assets, tmp_path):
 
 def _divergence(checkpoint, manifest, out_dir) -> float:
     """Mean KL from T2T to S2T over the manifest's recordings, on the replies the run used."""
-    from core.sequence import Sample, SequenceBuilder, UserInput
-    from training.data import ExampleCollator, MelCache
-
     ckpt = from_pretrained(checkpoint)
     builder = SequenceBuilder(ckpt.model.config, ckpt.tokenizer)
     collate = ExampleCollator.for_builder(builder)
@@ -89,7 +87,7 @@ def test_distillation_teaches_the_speech_path_only(tiny_assets, tmp_path):
     out_dir = tmp_path / "d"
     cfg = distill.DistillConfig(
         init=str(init),
-        train_manifest=[str(manifest), str(tiny_assets.manifest)],  # the same recordings twice: once
+        train_manifest=[str(manifest), str(tiny_assets.manifest)],  # repeats: each recording once
         output_dir=str(out_dir),
         max_steps=30,
         max_batch_size=4,
@@ -108,10 +106,6 @@ def test_distillation_teaches_the_speech_path_only(tiny_assets, tmp_path):
     assert [g["text"] for g in generated] == ["what is the capital of monday?"]
     ckpt = from_pretrained(init)
     with torch.inference_mode():
-        from core.generate import DrVoiceGenerator
-        from core.sampling import SamplingConfig
-        from core.sequence import SequenceBuilder, UserInput
-
         builder = SequenceBuilder(ckpt.model.config, ckpt.tokenizer)
         prompt = builder.prompt("T2T", UserInput(text=generated[0]["text"]))
         steps = DrVoiceGenerator(ckpt.model).stream(prompt, "T2T", SamplingConfig(max_new_steps=41))
@@ -149,8 +143,6 @@ def test_anchored_recordings_are_taught_by_the_starting_model_hearing_them(tiny_
 
 
 def test_configuration_from_the_command_line_and_its_errors(tiny_assets, tmp_path):
-    from training.cli import parse_config
-
     two = parse_config(distill.DistillConfig, ["--init", "x", "--train_manifest", "[a.jsonl, b.jsonl]"])
     assert two.train_manifest == ["a.jsonl", "b.jsonl"]
     one = parse_config(distill.DistillConfig, ["--init", "x", "--train_manifest", "runs/a.jsonl"])
