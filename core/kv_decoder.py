@@ -265,7 +265,7 @@ def _qkv(h: torch.Tensor, layer: nn.Module, w: _LayerWeights | None) -> torch.Te
 
 
 _PACKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {dtype: (key, packs)}
-_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # linear -> {dtype: (key, w, b)}
+_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # linear -> {dtype: (key, (w, b))}
 
 
 def _cat(*tensors, dtype: torch.dtype):
@@ -280,19 +280,26 @@ def _version_key(params) -> tuple:
     return tuple((p.data_ptr(), p._version) for p in params)
 
 
-def _packed(model: nn.Module, dtype: torch.dtype) -> list[_LayerWeights]:
-    """The model's projections stacked per layer in `dtype`, rebuilt whenever a parameter changed or moved.
+def _remade(store: weakref.WeakKeyDictionary, owner: nn.Module, dtype: torch.dtype, params, build):
+    """`build()` cached per (owner, dtype), made again once any of `params` changed or moved.
 
-    Stacking copies the weights, so each pack remembers the version counters and storage of the
-    parameters it was made from: an optimiser step or `.to()` is seen at the next call.
+    The copies remember the version counters and storage of the parameters they were made from: an
+    optimiser step or `.to()` is seen at the next call.
     """
-    key = _version_key(p for layer in model.layers for p in layer.parameters())
-    per_dtype = _PACKS.setdefault(model, {})
+    key = _version_key(params)
+    per_dtype = store.setdefault(owner, {})
     cached = per_dtype.get(dtype)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    packs = []
-    with torch.no_grad():
+    if cached is None or cached[0] != key:
+        with torch.no_grad():
+            cached = per_dtype[dtype] = (key, build())
+    return cached[1]
+
+
+def _packed(model: nn.Module, dtype: torch.dtype) -> list[_LayerWeights]:
+    """The model's projections stacked per layer in `dtype` (see `_remade`)."""
+
+    def build() -> list[_LayerWeights]:
+        packs = []
         for layer in model.layers:
             a, m = layer.self_attn, layer.mlp
             packs.append(
@@ -307,16 +314,15 @@ def _packed(model: nn.Module, dtype: torch.dtype) -> list[_LayerWeights]:
                     _as(m.down_proj.bias, dtype),
                 )
             )
-    per_dtype[dtype] = (key, packs)
-    return packs
+        return packs
+
+    params = [p for layer in model.layers for p in layer.parameters()]
+    return _remade(_PACKS, model, dtype, params, build)
 
 
 def _copy(linear: nn.Linear, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A `dtype` copy of a linear layer's weight and bias, remade when either has changed."""
-    key = _version_key(p for p in (linear.weight, linear.bias) if p is not None)
-    per_dtype = _COPIES.setdefault(linear, {})
-    cached = per_dtype.get(dtype)
-    if cached is None or cached[0] != key:
-        with torch.no_grad():
-            cached = per_dtype[dtype] = (key, linear.weight.to(dtype), _as(linear.bias, dtype))
-    return cached[1], cached[2]
+    """A `dtype` copy of a linear layer's weight and bias (see `_remade`)."""
+    params = [p for p in (linear.weight, linear.bias) if p is not None]
+    return _remade(
+        _COPIES, linear, dtype, params, lambda: (_as(linear.weight, dtype), _as(linear.bias, dtype))
+    )

@@ -208,21 +208,23 @@ def run(cfg: DistillConfig) -> Path | None:
     anchor = copy.deepcopy(model).eval().requires_grad_(False) if cfg.anchor else None
 
     def get_batch(indices: list[int]) -> list[tuple[torch.nn.Module, Batch, Batch]]:
-        """(teacher model, teacher batch, student batch) per kind of teacher in the batch."""
+        """(teacher model, teacher batch, student batch) per kind of teacher in the batch; an
+        anchored teacher hears the student's own batch."""
         groups: dict[bool, list[tuple[Sample, Sample]]] = {True: [], False: []}
         for i in indices:
-            teacher, student = samples(items[i], features(items[i].audio))
             anchored = anchor is not None and bool(items[i].reply_text)
-            groups[anchored].append((student if anchored else teacher, student))
-        return [
-            (
-                anchor if anchored else model,
-                collate([builder.example(t) for t, _ in pairs]).to(runtime.device),
-                collate([builder.example(s) for _, s in pairs]).to(runtime.device),
-            )
-            for anchored, pairs in groups.items()
-            if pairs
-        ]
+            groups[anchored].append(samples(items[i], features(items[i].audio)))
+        out = []
+        for anchored, pairs in groups.items():
+            if not pairs:
+                continue
+            student = collate([builder.example(s) for _, s in pairs]).to(runtime.device)
+            if anchored:
+                out.append((anchor, student, student))
+            else:
+                teacher = collate([builder.example(t) for t, _ in pairs]).to(runtime.device)
+                out.append((model, teacher, student))
+        return out
 
     def loss_fn(batch: list[tuple[torch.nn.Module, Batch, Batch]]) -> dict[str, torch.Tensor]:
         total, agree, rows = 0.0, 0.0, 0
