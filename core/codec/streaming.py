@@ -8,12 +8,16 @@ the window's middle and crossfades neighbouring windows over `crossfade_samples`
 Schedule (token indices; n = number of tokens received so far):
 
     chunk 0 covers tokens [0, b_0) with b_0 = first_chunk_tokens
-    chunk i covers tokens [b_{i-1}, b_i) with b_i = b_{i-1} + hop_tokens
+    chunk i covers tokens [b_{i-1}, b_i) with b_i = b_{i-1} + h_i, h_1 = hop_tokens and
+    h_{i+1} = min(max_hop_tokens, round(h_i * hop_growth)) (a constant hop with the defaults)
     chunk i is decoded from window [max(0, b_{i-1} - left_context_tokens), min(n, b_i + lookahead_tokens))
     and is emitted as soon as n >= b_i + lookahead_tokens (or at flush, with the window clipped at n).
 
 So the first chunk (0.4 s of audio by default) is ready after `first_chunk_tokens +
-lookahead_tokens` tokens, then one chunk per `hop_tokens` new tokens. Joins sit in the middle of
+lookahead_tokens` tokens, then one chunk per hop of new tokens. Every window re-decodes its context,
+so a longer hop costs less per second of audio; growing hops (as CosyVoice 2's streaming does) keep
+the second chunk, which must arrive before the first has played, as early as a constant hop would,
+and give the later ones, behind seconds of queued audio, the cheaper long windows. Joins sit in the middle of
 the overlap of two windows, where both have `left_context_tokens`/`lookahead_tokens` of context.
 Which windows are decoded depends only on the token indices and on the total length n, never on
 how the tokens were split into `push` calls, so `decode_chunked(tokens)` (push everything, then
@@ -42,16 +46,24 @@ class ChunkSchedule:
     """When chunks are emitted and how they are joined."""
 
     first_chunk_tokens: int = 10  # tokens of the first chunk (0.4 s at 25 Hz): small = early audio
-    hop_tokens: int = 25  # tokens per later chunk (1 s at 25 Hz)
+    hop_tokens: int = 25  # tokens of the second chunk (1 s at 25 Hz)
     left_context_tokens: int = 5  # already-emitted tokens re-decoded before each chunk
     lookahead_tokens: int = 5  # future tokens decoded after each chunk (delays it by as many tokens)
     crossfade_samples: int = 320  # raised-cosine crossfade centred on each join (0 = hard cut)
+    hop_growth: float = 1.0  # each later chunk's hop is the previous one times this (1: constant)
+    max_hop_tokens: int = 0  # the longest hop (0: no limit)
 
     def __post_init__(self) -> None:
         if self.first_chunk_tokens < 1 or self.hop_tokens < 1:
             raise ValueError(f"first_chunk_tokens and hop_tokens must be >= 1, got {self}")
         if self.left_context_tokens < 0 or self.lookahead_tokens < 0:
             raise ValueError("left_context_tokens and lookahead_tokens must be >= 0")
+        if self.hop_growth < 1.0:
+            raise ValueError(f"hop_growth must be >= 1, got {self.hop_growth}")
+        if self.max_hop_tokens and self.max_hop_tokens < self.hop_tokens:
+            raise ValueError(
+                f"max_hop_tokens ({self.max_hop_tokens}) must be 0 or >= hop_tokens ({self.hop_tokens})"
+            )
         if self.crossfade_samples < 0:
             raise ValueError(f"crossfade_samples must be >= 0, got {self.crossfade_samples}")
         if self.crossfade_samples > 0 and (self.left_context_tokens < 1 or self.lookahead_tokens < 1):
@@ -64,6 +76,11 @@ class ChunkSchedule:
                 f"crossfade_samples ({self.crossfade_samples}) must be <= samples_per_token "
                 f"({samples_per_token})"
             )
+
+    def next_hop(self, hop: int) -> int:
+        """The hop of the chunk after one of `hop` tokens."""
+        grown = max(hop, round(hop * self.hop_growth))
+        return min(grown, self.max_hop_tokens) if self.max_hop_tokens else grown
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -111,6 +128,7 @@ class ChunkedStreamDecoder:
         self._tokens = np.zeros(0, dtype=np.int64)  # every token received so far
         self._chunk_start = 0  # first token of the next chunk
         self._chunk_end = self.schedule.first_chunk_tokens
+        self._hop = self.schedule.hop_tokens  # of the latest chunk after the first
         self._tail: np.ndarray | None = None  # previous window's audio around the last join
         self._finished = False
         fade = self.schedule.crossfade_samples
@@ -194,7 +212,9 @@ class ChunkedStreamDecoder:
             out_end = end * spt - fade_left
             self._tail = audio[out_end - offset : end * spt + fade_right - offset].copy()
         pieces.append(audio[out_start - offset : out_end - offset])
-        self._chunk_start, self._chunk_end = end, end + s.hop_tokens
+        if start > 0:  # the first chunk has its own length, the second hop_tokens, later ones grow
+            self._hop = s.next_hop(self._hop)
+        self._chunk_start, self._chunk_end = end, end + self._hop
         logger.debug("chunk tokens [%d, %d) from window [%d, %d)", start, end, window_lo, window_hi)
         return np.concatenate(pieces).astype(np.float32, copy=False)
 

@@ -143,9 +143,52 @@ def test_chunk_schedule_first_chunk_then_fixed_hops():
     assert sum(lengths) + sum(len(c) for c in stream.flush()) == 70 * spt
 
 
+def test_growing_hops_double_up_to_the_limit_and_stream_equals_offline():
+    """hop_growth 2, max 40: chunks of 10 (first), 10, 20, 40, 40 tokens; a stream fed token by token
+    gives the samples of the offline decode, and the windows re-decode less than constant hops do."""
+    spt = 8
+    grow = ChunkSchedule(
+        first_chunk_tokens=10,
+        hop_tokens=10,
+        hop_growth=2.0,
+        max_hop_tokens=40,
+        left_context_tokens=3,
+        lookahead_tokens=3,
+        crossfade_samples=4,
+    )
+    windows: list[int] = []
+
+    def decode_window(tokens):
+        windows.append(len(tokens))
+        return np.sin(0.3 * np.asarray(tokens, np.float32).repeat(spt) + np.arange(len(tokens) * spt) * 0.01)
+
+    stream = ChunkedStreamDecoder(decode_window, spt, grow)
+    ready_at = []
+    for n in range(130):
+        ready_at += [n + 1] * len(stream.push([n % 7]))
+    assert ready_at == [13, 23, 43, 83, 123]  # each chunk's end + 3 tokens of lookahead
+    tokens = np.arange(130) % 7
+    windows.clear()
+    offline = decode_chunked(decode_window, tokens, spt, grow)
+    grown_work = sum(windows)
+    windows.clear()
+    constant = decode_chunked(decode_window, tokens, spt, replace(grow, hop_growth=1.0, max_hop_tokens=0))
+    assert len(offline) == len(constant) == 130 * spt
+    assert grown_work < sum(windows)
+    stream = ChunkedStreamDecoder(decode_window, spt, grow)
+    chunks = [c for t in tokens for c in stream.push([t])] + stream.flush()
+    np.testing.assert_array_equal(np.concatenate(chunks), offline)
+    assert grow.next_hop(10) == 20 and grow.next_hop(30) == 40 and grow.next_hop(40) == 40
+    assert ChunkSchedule().next_hop(25) == 25  # the default: a constant hop
+
+
 def test_schedule_validation():
     with pytest.raises(ValueError, match="first_chunk_tokens"):
         ChunkSchedule(first_chunk_tokens=0)
+    with pytest.raises(ValueError, match="hop_growth"):
+        ChunkSchedule(hop_growth=0.5)
+    with pytest.raises(ValueError, match="max_hop_tokens"):
+        ChunkSchedule(hop_tokens=25, max_hop_tokens=10)
     with pytest.raises(ValueError, match="crossfade_samples"):
         ChunkedStreamDecoder(lambda t: t, 100, ChunkSchedule(crossfade_samples=200))
 
