@@ -15,10 +15,11 @@ Schedule (token indices; n = number of tokens received so far):
 
 So the first chunk (0.4 s of audio by default) is ready after `first_chunk_tokens +
 lookahead_tokens` tokens, then one chunk per hop of new tokens. Every window re-decodes its context,
-so a longer hop costs less per second of audio; growing hops (as CosyVoice 2's streaming does) keep
+so a longer hop costs less per second of audio; growing hops (CosyVoice's stream_scale_factor) keep
 the second chunk, which must arrive before the first has played, as early as a constant hop would,
-and give the later ones, behind seconds of queued audio, the cheaper long windows. Joins sit in the middle of
-the overlap of two windows, where both have `left_context_tokens`/`lookahead_tokens` of context.
+and give the later ones, behind seconds of queued audio, the cheaper long windows. Joins sit in the
+middle of the overlap of two windows, where both have `left_context_tokens`/`lookahead_tokens` of
+context.
 Which windows are decoded depends only on the token indices and on the total length n, never on
 how the tokens were split into `push` calls, so `decode_chunked(tokens)` (push everything, then
 flush) is sample-for-sample equal to any streamed decode of the same tokens.
