@@ -9,9 +9,9 @@ lean path's product precision (fp32: the weights; fp16: float16 copies, the CPU 
 audio (the codec on a worker thread) on or off, the median over rounds of the real-time factor and
 of the mean time to first audio, the model-only real-time factor (generation without the codec) and
 the codec-only one (decoding the same tokens offline, reply by reply and as one long reply, where
-the codec's growing hops pay off). Settings of one precision give the same
-tokens and the same audio (the benchmark checks that); fp16 rows report how many replies kept
-every speech token of fp32 (`same_tokens_as_fp32`).
+the codec's growing hops pay off). Settings of one precision give the same tokens and the same audio
+(the benchmark checks that); fp16 rows report how many replies kept every speech token of fp32
+(`same_tokens_as_fp32`).
 """
 
 from __future__ import annotations
