@@ -162,22 +162,23 @@ def test_growing_hops_double_up_to_the_limit_and_stream_equals_offline():
         windows.append(len(tokens))
         return np.sin(0.3 * np.asarray(tokens, np.float32).repeat(spt) + np.arange(len(tokens) * spt) * 0.01)
 
-    stream = ChunkedStreamDecoder(decode_window, spt, grow)
-    ready_at = []
-    for n in range(130):
-        ready_at += [n + 1] * len(stream.push([n % 7]))
-    assert ready_at == [13, 23, 43, 83, 123]  # each chunk's end + 3 tokens of lookahead
     tokens = np.arange(130) % 7
+    stream = ChunkedStreamDecoder(decode_window, spt, grow)
+    chunks, ready_at = [], []
+    for n, token in enumerate(tokens):
+        new = stream.push([token])
+        chunks += new
+        ready_at += [n + 1] * len(new)
+    assert ready_at == [13, 23, 43, 83, 123]  # each chunk's end + 3 tokens of lookahead
+    chunks += stream.flush()
     windows.clear()
     offline = decode_chunked(decode_window, tokens, spt, grow)
+    np.testing.assert_array_equal(np.concatenate(chunks), offline)
     grown_work = sum(windows)
     windows.clear()
     constant = decode_chunked(decode_window, tokens, spt, replace(grow, hop_growth=1.0, max_hop_tokens=0))
     assert len(offline) == len(constant) == 130 * spt
     assert grown_work < sum(windows)
-    stream = ChunkedStreamDecoder(decode_window, spt, grow)
-    chunks = [c for t in tokens for c in stream.push([t])] + stream.flush()
-    np.testing.assert_array_equal(np.concatenate(chunks), offline)
     assert grow.next_hop(10) == 20 and grow.next_hop(30) == 40 and grow.next_hop(40) == 40
     assert ChunkSchedule().next_hop(25) == 25  # the default: a constant hop
 
