@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from training.recipes import demo
+from training.recipes import demo, demo_continue
 
 needs_tts = pytest.mark.skipif(
     shutil.which("flite") is None or shutil.which("espeak-ng") is None,
@@ -121,6 +121,7 @@ def test_continue_ctc_steps_retrain_the_ear_on_general_speech(tmp_path, tiny_ass
     kw |= dict(numeracy_items=6, weight_decay=0.25)
     cfg = _cfg(corpus, work, stop_after="cocktail", speech_splice=1.0, speech_input_dropout=0.3, **kw)
     cfg.continue_ctc_steps, cfg.continue_adapter_ctc_steps, cfg.continue_steps, cfg.max_tokens = 2, 2, 1, 2000
+    cfg.continue_t2t_steps, cfg.continue_t2t_weight_decay = 2, 0.4
 
     assert demo.run(cfg) == work / "continued" / "final"
     ids = lambda name: [json.loads(x)["id"] for x in (work / name).read_text().splitlines()]  # noqa: E731
@@ -134,6 +135,11 @@ def test_continue_ctc_steps_retrain_the_ear_on_general_speech(tmp_path, tiny_ass
     assert "general.tokens.jsonl" in stage2_config and "splice_probability: 1.0" in stage2_config
     assert "speech_input_dropout: 0.3" in stage2_config and "weight_decay: 0.25" in stage2_config
     assert "train.tokens.numeracy6.jsonl" in stage2_config  # stage 2 also reads the numeracy items
+    text_config = (work / "continued_t2t" / "config.yaml").read_text()  # the LLM learns numbers first
+    assert "adapter_ctc/final" in text_config and "train.tokens.numeracy6.jsonl" in text_config
+    assert "- T2T" in text_config and "S2T" not in text_config and "weight_decay: 0.4" in text_config
+    assert f"peak_lr: {demo_continue.CONTINUE_T2T_LR[0]}" in text_config and "max_steps: 2" in text_config
+    assert "continued_t2t/final" in stage2_config  # stage 2 starts from it
     saved = json.loads((work / "continued" / "final" / "config.json").read_text())["model"]
     assert saved["speech_input_dropout"] == 0.0  # not inherited by the recipes that start from it
     before = load_file(tiny_assets.init / "model.safetensors")
@@ -142,6 +148,12 @@ def test_continue_ctc_steps_retrain_the_ear_on_general_speech(tmp_path, tiny_ass
     whisper = [k for k in before if k.startswith("encoder.whisper.")]
     assert whisper and any(not torch.equal(before[k].float(), ear[k].float()) for k in whisper)
     assert all(torch.equal(ear[k], after[k]) for k in whisper)  # stage 2 keeps the new ear frozen
+    text = load_file(work / "continued_t2t" / "final" / "model.safetensors")
+    llm = [k for k in ear if k.startswith("llm.")]
+    assert any(not torch.equal(ear[k], text[k]) for k in llm)
+    assert all(
+        torch.equal(ear[k], text[k]) for k in ear if not k.startswith("llm.")
+    )  # T2T moves the LLM only
 
 
 @needs_tts

@@ -44,7 +44,8 @@ the reply tokens are DIR's), --continue_steps more steps with the Core-Cocktail 
 same CoM mix, learning rate and augmentation; --numeracy_items, --weight_decay), GSPO, export;
 --continue_ctc_steps / --continue_adapter_ctc_steps first train its ear further (encoder CTC, then
 adapter CTC, at half the from-scratch learning rate; with --general_speech the encoder CTC hears
-English beyond the domain):
+English beyond the domain); --continue_t2t_steps first trains the LLM alone on the training texts +
+the --numeracy_items (T2T, lr 1e-3, weight decay), which the stage-2 mix does not teach:
 
     python -m training.recipes.demo --continue_from checkpoints/demo --work_dir runs/demo_more --out checkpoints/demo
 """
@@ -185,6 +186,12 @@ class DemoConfig:
     continue_steps: int = arg(600, "--continue_from: steps of further Core-Cocktail stage-2 training")
     continue_ctc_steps: int = arg(0, "--continue_from: encoder CTC steps first (0: the ear stays as it is)")
     continue_adapter_ctc_steps: int = arg(0, "--continue_from: adapter CTC steps after those (0: none)")
+    continue_t2t_steps: int = arg(
+        0,
+        "--continue_from: text-only (T2T) steps of the LLM on the training texts + the --numeracy_items "
+        "before the stage-2 steps (lr 1e-3 -> 1e-4, --continue_t2t_weight_decay, 1500-token batches; 0: none)",
+    )
+    continue_t2t_weight_decay: float = arg(0.5, "AdamW weight decay of the --continue_t2t_steps")
 
     def __post_init__(self) -> None:
         if self.stop_after not in STAGES:
@@ -217,6 +224,8 @@ def run(cfg: DemoConfig) -> Path:
     if stop == 0:
         return work
     if cfg.continue_from:
+        from training.recipes.demo_continue import continue_training
+
         return continue_training(cfg, work, speech_train, common)
     built = work / "built"
     if not stage_done(built):
@@ -390,48 +399,6 @@ def run_gspo(cfg: DemoConfig, work: Path, init: Path, common: dict) -> Path:
             )
         )
     return rl / "final"
-
-
-def continue_training(cfg: DemoConfig, work: Path, speech_train: str, common: dict) -> Path:
-    """--continue_from: the checkpoint, --continue_steps more of Core-Cocktail stage 2, GSPO, export."""
-    from training.recipes import sft
-
-    stop = STAGES.index(cfg.stop_after)
-    heard = train_ear(
-        cfg,
-        work,
-        Path(cfg.continue_from),
-        ctc_steps=cfg.continue_ctc_steps,
-        adapter_steps=cfg.continue_adapter_ctc_steps,
-        lr=CONTINUE_EAR_LR,
-    )
-    more = work / "continued"
-    if not stage_done(more / "final"):
-        sft.run(
-            sft.SFTConfig(
-                init=str(heard),
-                train_manifest=with_numeracy(cfg, speech_train),
-                output_dir=str(more),
-                mel_cache=str(work / "mels"),
-                modes=list(MODE_NAMES),
-                mode_ratios=MIX_RATIOS,
-                max_steps=cfg.continue_steps,
-                max_tokens=cfg.max_tokens,
-                peak_lr=STAGE2_LR[0],
-                final_lr=STAGE2_LR[1],
-                freeze=HEARD_FROZEN,
-                augment=cfg.speech_augment,
-                **stage2_settings(cfg, work),
-                **common,
-            ),
-            desc="continued stage 2",
-        )
-    if stop <= STAGES.index("cocktail"):
-        return more / "final"
-    rl = run_gspo(cfg, work, more / "final", common) if cfg.gspo_steps else more / "final"
-    if stop == STAGES.index("gspo"):
-        return rl
-    return export(rl, Path(cfg.out))
 
 
 def prepare_alignment(source: Path, out: Path, cfg: DemoConfig) -> Path:

@@ -1,0 +1,97 @@
+"""The demo pipeline's --continue_from path: an exported demo checkpoint trained further.
+
+Its ear first when asked (encoder CTC, adapter CTC), then the LLM alone on text when asked
+(--continue_t2t_steps), then --continue_steps with the Core-Cocktail stage-2 settings, GSPO, export.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.modes import MODE_NAMES
+from training.recipes.demo import (
+    CONTINUE_EAR_LR,
+    HEARD_FROZEN,
+    MIX_RATIOS,
+    STAGE2_LR,
+    STAGES,
+    DemoConfig,
+    run_gspo,
+    stage2_settings,
+)
+from training.recipes.demo_ear import stage_done, train_ear
+from training.recipes.demo_export import export
+from training.recipes.demo_prepare import with_numeracy
+
+CONTINUE_T2T_LR, CONTINUE_T2T_TOKENS = (1e-3, 1e-4), 1500  # --continue_t2t_steps: peak, final lr; batch
+
+
+def continue_training(cfg: DemoConfig, work: Path, speech_train: str, common: dict) -> Path:
+    """--continue_from: the checkpoint, --continue_steps more of Core-Cocktail stage 2, GSPO, export."""
+    from training.recipes import sft
+
+    stop = STAGES.index(cfg.stop_after)
+    heard = train_ear(
+        cfg,
+        work,
+        Path(cfg.continue_from),
+        ctc_steps=cfg.continue_ctc_steps,
+        adapter_steps=cfg.continue_adapter_ctc_steps,
+        lr=CONTINUE_EAR_LR,
+    )
+    if cfg.continue_t2t_steps:
+        heard = continue_text(cfg, work, heard, common)
+    more = work / "continued"
+    if not stage_done(more / "final"):
+        sft.run(
+            sft.SFTConfig(
+                init=str(heard),
+                train_manifest=with_numeracy(cfg, speech_train),
+                output_dir=str(more),
+                mel_cache=str(work / "mels"),
+                modes=list(MODE_NAMES),
+                mode_ratios=MIX_RATIOS,
+                max_steps=cfg.continue_steps,
+                max_tokens=cfg.max_tokens,
+                peak_lr=STAGE2_LR[0],
+                final_lr=STAGE2_LR[1],
+                freeze=HEARD_FROZEN,
+                augment=cfg.speech_augment,
+                **stage2_settings(cfg, work),
+                **common,
+            ),
+            desc="continued stage 2",
+        )
+    if stop <= STAGES.index("cocktail"):
+        return more / "final"
+    rl = run_gspo(cfg, work, more / "final", common) if cfg.gspo_steps else more / "final"
+    if stop == STAGES.index("gspo"):
+        return rl
+    return export(rl, Path(cfg.out))
+
+
+def continue_text(cfg: DemoConfig, work: Path, init: Path, common: dict) -> Path:
+    """--continue_t2t_steps: the LLM alone learns the training texts + the numeracy items (T2T) at a high
+    learning rate with weight decay, which the cocktail mix at stage-2 rates does not teach; the
+    stage-2 steps after it bring the speech modes back."""
+    from training.recipes import sft
+
+    text = work / "continued_t2t"
+    if not stage_done(text / "final"):
+        sft.run(
+            sft.SFTConfig(
+                init=str(init),
+                train_manifest=with_numeracy(cfg, str(work / "train.tokens.jsonl")),
+                output_dir=str(text),
+                mel_cache=str(work / "mels"),
+                modes=["T2T"],
+                max_steps=cfg.continue_t2t_steps,
+                max_tokens=CONTINUE_T2T_TOKENS,
+                peak_lr=CONTINUE_T2T_LR[0],
+                final_lr=CONTINUE_T2T_LR[1],
+                weight_decay=cfg.continue_t2t_weight_decay,
+                **common,
+            ),
+            desc="continued T2T",
+        )
+    return text / "final"
