@@ -294,3 +294,44 @@ def test_general_tokenizer_learns_the_general_words_and_the_adapter_ctc_hears_th
     adapter_config = (general / "adapter_ctc" / "config.yaml").read_text()
     assert demo.EAR_TRAIN in adapter_config  # the adapter CTC trains on the general speech too
     assert demo.EAR_TRAIN in (general / "encoder_ctc" / "config.yaml").read_text()
+
+
+@needs_tts
+def test_spoken_numeracy_replies_get_reply_tokens_and_make_t2m_samples(tmp_path):
+    import soundfile as sf
+
+    from training.data.com_mixing import missing_input
+    from training.data.manifest import read_manifest
+    from training.data.numeracy import main as numeracy
+    from training.data.synth import main as synth
+    from training.data.synth_plan import reply_audio_path
+    from training.recipes.demo_prepare import NUMERACY_TOKENS, with_numeracy
+
+    corpus, work = tmp_path / "corpus", tmp_path / "work"
+    synth(["--out", str(corpus), "--limit", "4", "--multiturn", "2", "--workers", "2"])
+    numeracy(["--corpus", str(corpus), "--items", "5", "--speak"])
+    raw = [json.loads(x) for x in (corpus / "numeracy.jsonl").read_text().splitlines()]
+    for item in raw:  # each reply in the assistant voice, where the corpus keeps that reply text
+        assert item["reply_audio"] == reply_audio_path(item["reply_text"])
+        info = sf.info(str(corpus / item["reply_audio"]))
+        assert info.samplerate == 16000 and 0.8 < info.duration < 5
+    assert json.loads((corpus / "numeracy.json").read_text())["spoken_replies"] == len(
+        {x["reply_text"] for x in raw}
+    )
+    cfg = _cfg(corpus, work, numeracy_items=4)
+    demo.run(cfg)
+    tokens = read_manifest(work / NUMERACY_TOKENS)
+    assert [i.id for i in tokens] == [x["id"] for x in raw]
+    for item in tokens:  # 25 Hz units of the reply
+        seconds = sf.info(str(item.reply_audio)).duration
+        assert abs(len(item.reply_tokens) - 25 * seconds) <= 2
+    joined = read_manifest(with_numeracy(cfg, str(work / "train.tokens.jsonl")))
+    added = [i for i in joined if i.category == "numeracy"]
+    assert [i.id for i in added] == [x["id"] for x in raw[:4]]
+    assert all(missing_input(i, "T2M") is None and missing_input(i, "T2T") is None for i in added)
+    assert all(missing_input(i, "S2M") == "no user audio" for i in added)
+    numeracy(["--corpus", str(corpus), "--items", "5"])  # unspoken, in a work folder without tokens
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "train.tokens.jsonl").write_text("")
+    plain = read_manifest(with_numeracy(cfg, str(tmp_path / "plain" / "train.tokens.jsonl")))
+    assert len(plain) == 4 and all(missing_input(i, "T2M") == "no reply tokens" for i in plain)

@@ -1,6 +1,6 @@
 """Numeracy text for the LLM: arithmetic beyond the QA domain's operands, with no held-out fact.
 
-    python -m training.data.numeracy --corpus data/corpus --items 6000
+    python -m training.data.numeracy --corpus data/corpus --items 6000 [--speak]
 
 The paper's LLM (Qwen2.5) arrives knowing arithmetic; the demo's LLM is trained from scratch on the
 corpus, whose arithmetic operands run 0-12. The corpus holds some operand combinations out of
@@ -16,11 +16,14 @@ No fact of a held-out combo (validation or test) appears in any form. Facts are 
 relation they state, not the wording: "a plus b is c", "c minus a is b" and "the number after b is c"
 with a = 1 all state the additive fact {a, b} -> c; "a times b is c" states the multiplicative fact
 {a, b} -> c. An item is dropped when its fact is the fact of a held-out combo of any intent
-(`heldout_facts`). The items have no audio and no reply tokens, so CoM-Mixing uses them only as T2T
-(`training.data.com_mixing.missing_input`); category "numeracy".
+(`heldout_facts`). The items have no user audio, so CoM-Mixing uses them only as T2T
+(`training.data.com_mixing.missing_input`), and with --speak, whose replies are rendered in the
+assistant voice (`replies/<hash>.wav`, as the corpus's own) and so get reply tokens, also as T2M;
+category "numeracy".
 
 Output, inside --corpus: `numeracy.jsonl` (manifest lines: id, text, reply_text, answers, category,
-intent, phrasing, operands) and `numeracy.json` (counts and the facts that were left out).
+intent, phrasing, operands; --speak: reply_audio) and `numeracy.json` (counts and the facts that
+were left out).
 """
 
 from __future__ import annotations
@@ -174,7 +177,25 @@ def heldout_phrasing_indices(corpus_meta: dict) -> dict[str, int]:
     return out
 
 
-def write(corpus: Path, cfg: NumeracyConfig) -> Path:
+def speak(corpus: Path, items: list[dict], workers: int = 2, progress: bool = True) -> int:
+    """--speak: each item's reply in the assistant voice (flite `slt`), at the path the corpus gives
+    that reply text (`replies/<hash>.wav`, shared with the corpus's own replies), recorded in the
+    item's `reply_audio`; returns how many files were rendered (existing ones are kept)."""
+    from training.data.synth import TTSJob, render_audio
+    from training.data.synth_plan import reply_audio_path
+    from training.data.tts import ASSISTANT_VOICE, Prosody
+
+    jobs = {}
+    for item in items:
+        item["reply_audio"] = reply_audio_path(item["reply_text"])
+        jobs.setdefault(
+            item["reply_audio"],
+            TTSJob(item["reply_audio"], item["reply_text"], ASSISTANT_VOICE.name, Prosody(), None),
+        )
+    return render_audio(list(jobs.values()), corpus, workers, progress)
+
+
+def write(corpus: Path, cfg: NumeracyConfig, spoken: bool = False, workers: int = 2) -> Path:
     meta_path = corpus / "corpus.json"
     if not meta_path.is_file():
         raise FileNotFoundError(
@@ -182,6 +203,9 @@ def write(corpus: Path, cfg: NumeracyConfig) -> Path:
         )
     meta = json.loads(meta_path.read_text())
     items, summary = build_items(cfg, meta.get("heldout_combos", {}), heldout_phrasing_indices(meta))
+    if spoken:
+        summary["spoken_replies"] = len({item["reply_text"] for item in items})
+        speak(corpus, items, workers)
     out = corpus / FILE
     out.write_text("".join(json.dumps(item) + "\n" for item in items))
     (corpus / "numeracy.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -203,11 +227,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--max-factor", type=int, default=defaults.max_factor, help="largest factor of times")
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument(
+        "--speak",
+        action="store_true",
+        help="also render each reply in the assistant voice (reply_audio), so that the speaking modes (T2M) "
+        "learn the numbers too",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="parallel TTS processes of --speak")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = NumeracyConfig(args.items, args.max_addend, args.max_minuend, args.max_factor, args.seed)
     try:
-        write(Path(args.corpus), cfg)
+        write(Path(args.corpus), cfg, spoken=args.speak, workers=args.workers)
     except (FileNotFoundError, ValueError) as err:
         parser.error(str(err))
 

@@ -29,6 +29,7 @@ SPEECH_TRAIN = "speech_train.tokens.jsonl"  # --extra_voices: train + train_extr
 # --general_speech: the speech stages' manifest + general (+ the question words)
 EAR_TRAIN = "ear_train.tokens.jsonl"
 QUESTION_WORDS_TRAIN = "question_words_train.tokens.jsonl"  # --question_words: the same + question words
+NUMERACY_TOKENS = "numeracy.tokens.jsonl"  # --numeracy_items of a corpus with spoken numeracy replies
 
 
 def speech_manifest(cfg: DemoConfig, work: Path) -> Path:
@@ -67,8 +68,10 @@ def ctc_manifests(cfg: DemoConfig, work: Path) -> tuple[Path, Path]:
 
 def with_numeracy(cfg: DemoConfig, manifest: str) -> str:
     """`manifest` followed by the first --numeracy_items items of the corpus's numeracy.jsonl
-    (`training.data.numeracy`: text only, so CoM-Mixing makes them T2T samples), written beside it
-    (audio paths stay relative to the same folder); `manifest` itself when --numeracy_items is 0."""
+    (`training.data.numeracy`: no user audio, so CoM-Mixing makes them T2T samples, and T2M ones
+    too where `prepare` found their replies spoken and wrote their reply tokens to
+    numeracy.tokens.jsonl beside `manifest`), written beside it (audio paths stay relative to the
+    same folder); `manifest` itself when --numeracy_items is 0."""
     from training.data.numeracy import FILE
 
     if not cfg.numeracy_items:
@@ -78,7 +81,10 @@ def with_numeracy(cfg: DemoConfig, manifest: str) -> str:
         raise FileNotFoundError(
             f"--numeracy_items: {source} is missing; add it with python -m training.data.numeracy --corpus {cfg.corpus}"
         )
-    lines = [line for line in source.read_text().splitlines() if line.strip()]
+    spoken = Path(manifest).parent / NUMERACY_TOKENS  # written by `prepare` when the replies are spoken
+    lines = [
+        line for line in (spoken if spoken.is_file() else source).read_text().splitlines() if line.strip()
+    ]
     if len(lines) < cfg.numeracy_items:
         raise ValueError(f"--numeracy_items {cfg.numeracy_items}: {source} holds only {len(lines)} items")
     base = Path(manifest)
@@ -91,6 +97,20 @@ def with_numeracy(cfg: DemoConfig, manifest: str) -> str:
         + "\n"
     )
     return str(out)
+
+
+def _spoken_numeracy(corpus: Path) -> bool:
+    """Whether the corpus's numeracy items have their replies spoken (`training.data.numeracy --speak`)."""
+    import json
+
+    from training.data.numeracy import FILE
+
+    source = corpus / FILE
+    if not source.is_file():
+        return False
+    with source.open() as f:
+        first = f.readline()
+    return bool(first.strip()) and bool(json.loads(first).get("reply_audio"))
 
 
 def refit_decoder(cfg: DemoConfig, corpus: Path, codec_dir: Path) -> None:
@@ -185,6 +205,8 @@ def prepare(cfg: DemoConfig, work: Path) -> None:
     if cfg.question_words:
         general_manifest(corpus, "questions")
         splits.append(QUESTION_WORDS_SPLIT)
+    if cfg.numeracy_items and _spoken_numeracy(corpus):
+        splits.append("numeracy")  # training.data.numeracy --speak: reply tokens for T2M samples
     for split in splits:
         target = work / f"{split}.tokens.jsonl"
         if target.is_file():
