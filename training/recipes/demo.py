@@ -89,6 +89,7 @@ log = logging.getLogger(__name__)
 STAGES = ("prepare", "build", "text_llm", "srh", "ctc", "adapter", "align", "cocktail", "gspo", "export")
 ALIGN_FROZEN = ["encoder.whisper", "speech_grouping", "ungrouping", "srh"]  # align trains adapter + LLM
 MIX_RATIOS = {m: 1.0 for m in MODE_NAMES} | {"S2M": 2.0, "S2T": 2.0}  # CoM-Mixing weights of the cocktail
+TEXT_LLM_LR = (2e-3, 2e-4)  # the base LLM M0's T2T pretraining: peak, final
 STAGE2_LR = (4e-4, 4e-5)  # Core-Cocktail stage 2 (and --continue_from): peak, final
 CONTINUE_EAR_LR = (5e-4, 5e-5)  # --continue_from: CTC of a trained ear (half the from-scratch peak)
 HEARD_FROZEN = ["encoder.whisper"]  # the cocktail, --continue_from and GSPO keep the trained ear as it is
@@ -253,23 +254,18 @@ def run(cfg: DemoConfig) -> Path:
     if stop == 1:
         return built
     text_llm = work / "text_llm"
-    if not stage_done(text_llm / "final"):
-        sft.run(
-            sft.SFTConfig(
-                init=str(built),
-                train_manifest=with_numeracy(cfg, train),
-                output_dir=str(text_llm),
-                mel_cache=mels,
-                modes=["T2T"],
-                max_steps=cfg.text_llm_steps,
-                weight_decay=cfg.text_llm_weight_decay,
-                max_tokens=cfg.max_tokens,
-                peak_lr=2e-3,
-                final_lr=2e-4,
-                **common,
-            ),
-            desc="text LLM (T2T)",
-        )
+    train_text(
+        cfg,
+        work,
+        built,
+        text_llm,
+        steps=cfg.text_llm_steps,
+        lr=TEXT_LLM_LR,
+        max_tokens=cfg.max_tokens,
+        weight_decay=cfg.text_llm_weight_decay,
+        common=common,
+        desc="text LLM (T2T)",
+    )
     if stop == 2:
         return text_llm / "final"
     srh = work / "srh"
@@ -355,6 +351,43 @@ def run(cfg: DemoConfig) -> Path:
     if stop == 8:
         return rl
     return export(rl, Path(cfg.out))
+
+
+def train_text(
+    cfg: DemoConfig,
+    work: Path,
+    init: Path,
+    out: Path,
+    *,
+    steps: int,
+    lr: tuple[float, float],
+    max_tokens: int,
+    weight_decay: float,
+    common: dict,
+    desc: str,
+) -> Path:
+    """The LLM alone on the training texts + the --numeracy_items (T2T; the base LLM M0, and
+    --continue_t2t_steps); `lr` is (peak, final); skipped when `out` is done."""
+    from training.recipes import sft
+
+    if not stage_done(out / "final"):
+        sft.run(
+            sft.SFTConfig(
+                init=str(init),
+                train_manifest=with_numeracy(cfg, str(work / "train.tokens.jsonl")),
+                output_dir=str(out),
+                mel_cache=str(work / "mels"),
+                modes=["T2T"],
+                max_steps=steps,
+                weight_decay=weight_decay,
+                max_tokens=max_tokens,
+                peak_lr=lr[0],
+                final_lr=lr[1],
+                **common,
+            ),
+            desc=desc,
+        )
+    return out / "final"
 
 
 def stage2_settings(cfg: DemoConfig, work: Path) -> dict:

@@ -18,6 +18,7 @@ from training.recipes.demo import (
     DemoConfig,
     run_gspo,
     stage2_settings,
+    train_text,
 )
 from training.recipes.demo_ear import stage_done, train_ear
 from training.recipes.demo_export import export
@@ -39,8 +40,20 @@ def continue_training(cfg: DemoConfig, work: Path, speech_train: str, common: di
         adapter_steps=cfg.continue_adapter_ctc_steps,
         lr=CONTINUE_EAR_LR,
     )
+    # the LLM alone learns the numeracy items first, which the stage-2 mix does not teach
     if cfg.continue_t2t_steps:
-        heard = continue_text(cfg, work, heard, common)
+        heard = train_text(
+            cfg,
+            work,
+            heard,
+            work / "continued_t2t",
+            steps=cfg.continue_t2t_steps,
+            lr=CONTINUE_T2T_LR,
+            max_tokens=CONTINUE_T2T_TOKENS,
+            weight_decay=cfg.continue_t2t_weight_decay,
+            common=common,
+            desc="continued T2T",
+        )
     more = work / "continued"
     if not stage_done(more / "final"):
         sft.run(
@@ -68,30 +81,3 @@ def continue_training(cfg: DemoConfig, work: Path, speech_train: str, common: di
     if stop == STAGES.index("gspo"):
         return rl
     return export(rl, Path(cfg.out))
-
-
-def continue_text(cfg: DemoConfig, work: Path, init: Path, common: dict) -> Path:
-    """--continue_t2t_steps: the LLM alone learns the training texts + the numeracy items (T2T) at a high
-    learning rate with weight decay, which the cocktail mix at stage-2 rates does not teach; the
-    stage-2 steps after it bring the speech modes back."""
-    from training.recipes import sft
-
-    text = work / "continued_t2t"
-    if not stage_done(text / "final"):
-        sft.run(
-            sft.SFTConfig(
-                init=str(init),
-                train_manifest=with_numeracy(cfg, str(work / "train.tokens.jsonl")),
-                output_dir=str(text),
-                mel_cache=str(work / "mels"),
-                modes=["T2T"],
-                max_steps=cfg.continue_t2t_steps,
-                max_tokens=CONTINUE_T2T_TOKENS,
-                peak_lr=CONTINUE_T2T_LR[0],
-                final_lr=CONTINUE_T2T_LR[1],
-                weight_decay=cfg.continue_t2t_weight_decay,
-                **common,
-            ),
-            desc="continued T2T",
-        )
-    return text / "final"

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from training.data.numeracy import FILE as NUMERACY_FILE
+
 if TYPE_CHECKING:
     from training.recipes.demo import DemoConfig
 
@@ -29,7 +31,8 @@ SPEECH_TRAIN = "speech_train.tokens.jsonl"  # --extra_voices: train + train_extr
 # --general_speech: the speech stages' manifest + general (+ the question words)
 EAR_TRAIN = "ear_train.tokens.jsonl"
 QUESTION_WORDS_TRAIN = "question_words_train.tokens.jsonl"  # --question_words: the same + question words
-NUMERACY_TOKENS = "numeracy.tokens.jsonl"  # --numeracy_items of a corpus with spoken numeracy replies
+NUMERACY_SPLIT = NUMERACY_FILE.removesuffix(".jsonl")  # the corpus's numeracy.jsonl, as a split
+NUMERACY_TOKENS = f"{NUMERACY_SPLIT}.tokens.jsonl"  # written by `prepare` when its replies are spoken
 
 
 def speech_manifest(cfg: DemoConfig, work: Path) -> Path:
@@ -72,19 +75,16 @@ def with_numeracy(cfg: DemoConfig, manifest: str) -> str:
     too where `prepare` found their replies spoken and wrote their reply tokens to
     numeracy.tokens.jsonl beside `manifest`), written beside it (audio paths stay relative to the
     same folder); `manifest` itself when --numeracy_items is 0."""
-    from training.data.numeracy import FILE
-
     if not cfg.numeracy_items:
         return manifest
-    source = Path(cfg.corpus) / FILE
+    source = Path(cfg.corpus) / NUMERACY_FILE
     if not source.is_file():
         raise FileNotFoundError(
             f"--numeracy_items: {source} is missing; add it with python -m training.data.numeracy --corpus {cfg.corpus}"
         )
-    spoken = Path(manifest).parent / NUMERACY_TOKENS  # written by `prepare` when the replies are spoken
-    lines = [
-        line for line in (spoken if spoken.is_file() else source).read_text().splitlines() if line.strip()
-    ]
+    spoken = Path(manifest).parent / NUMERACY_TOKENS
+    source = spoken if spoken.is_file() else source
+    lines = [line for line in source.read_text().splitlines() if line.strip()]
     if len(lines) < cfg.numeracy_items:
         raise ValueError(f"--numeracy_items {cfg.numeracy_items}: {source} holds only {len(lines)} items")
     base = Path(manifest)
@@ -103,9 +103,7 @@ def _spoken_numeracy(corpus: Path) -> bool:
     """Whether the corpus's numeracy items have their replies spoken (`training.data.numeracy --speak`)."""
     import json
 
-    from training.data.numeracy import FILE
-
-    source = corpus / FILE
+    source = corpus / NUMERACY_FILE
     if not source.is_file():
         return False
     with source.open() as f:
@@ -206,7 +204,7 @@ def prepare(cfg: DemoConfig, work: Path) -> None:
         general_manifest(corpus, "questions")
         splits.append(QUESTION_WORDS_SPLIT)
     if cfg.numeracy_items and _spoken_numeracy(corpus):
-        splits.append("numeracy")  # training.data.numeracy --speak: reply tokens for T2M samples
+        splits.append(NUMERACY_SPLIT)  # training.data.numeracy --speak: reply tokens for T2M samples
     for split in splits:
         target = work / f"{split}.tokens.jsonl"
         if target.is_file():
