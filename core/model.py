@@ -149,7 +149,10 @@ class DrVoiceModel(nn.Module):
     def srh_condition(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         """eqs. (4)-(5): (..., d_llm) hidden states -> (..., k, d_srh) SRH conditions H."""
         if self.config.srh_text_condition:
-            hidden = hidden + self.text_embed(input_ids).detach()
+            # the input token's embedding at the hidden states' scale (the LLM's final RMSNorm): a raw
+            # embedding is ~10x smaller than a hidden state and W_p could not tell it apart; the SRH
+            # loss trains neither the embedding nor the norm through this path
+            hidden = hidden + self.llm.model.norm(self.text_embed(input_ids)).detach()
         return self.ungrouping(hidden)
 
     # ---- training ------------------------------------------------------------------------------------

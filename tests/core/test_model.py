@@ -110,3 +110,24 @@ def test_speech_input_dropout_leaves_whole_groups_out_in_training_only(tokenizer
     torch.testing.assert_close(trained[~dropped], served[~dropped])  # the rest untouched, not rescaled
     with pytest.raises(ValueError, match="speech_input_dropout"):
         make_model(tokenizer, speech_input_dropout=1.0)
+
+
+def test_srh_text_condition_adds_the_input_token_at_the_hidden_scale(tokenizer):
+    plain = make_model(tokenizer, seed=5)
+    cond = make_model(tokenizer, seed=5, srh_text_condition=True)
+    hidden = torch.randn(3, plain.config.llm_hidden_size) * 4.0
+    hidden[2] = hidden[0]
+    ids = torch.tensor([7, 8, 7])
+    base, with_text = plain.srh_condition(hidden, ids), cond.srh_condition(hidden, ids)
+    assert torch.equal(plain.srh_condition(hidden, ids.flip(0)), base)  # off: the token is not read
+    torch.testing.assert_close(with_text[0], with_text[2])  # same hidden row + same token
+    assert not torch.allclose(with_text[0], cond.srh_condition(hidden[:1], torch.tensor([9]))[0])
+    # the added term is the final-normed embedding: rms ~ the norm's weight (1.0 at init), not the
+    # embedding's own ~0.02 scale, so W_p can read it next to the hidden state
+    added = cond.ungrouping.proj.weight.pinverse() @ (with_text - base).reshape(3, -1)[0]
+    rms = added.pow(2).mean().sqrt().item()
+    assert 0.5 < rms < 2.0, rms
+    # the SRH loss does not train the embedding through this path
+    emb = cond.llm.get_input_embeddings().weight
+    cond.srh_condition(hidden, ids).sum().backward()
+    assert emb.grad is None or emb.grad.abs().sum() == 0

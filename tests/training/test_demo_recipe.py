@@ -95,6 +95,11 @@ def test_continue_from_trains_an_exported_checkpoint_further_and_keeps_its_card(
     assert not any(k.startswith("encoder.whisper.") for k in changed)  # frozen, as in stage 2
 
 
+def test_demo_speech_delay_must_not_be_negative(tmp_path):
+    with pytest.raises(ValueError, match="--speech_delay"):
+        _cfg(tmp_path, tmp_path, speech_delay=-1)
+
+
 def test_speech_splice_needs_the_general_speech(tmp_path):
     with pytest.raises(ValueError, match="--general_speech"):
         _cfg(tmp_path, tmp_path, speech_splice=0.5)
@@ -118,7 +123,7 @@ def test_continue_ctc_steps_retrain_the_ear_on_general_speech(tmp_path, tiny_ass
         demo.run(_cfg(corpus, work, **kw))
     general_speech(["--corpus", str(corpus), "--sentences", "6", "--vocabulary", "100"])
     numeracy(["--corpus", str(corpus), "--items", "6"])
-    kw |= dict(numeracy_items=6, weight_decay=0.25)
+    kw |= dict(numeracy_items=6, weight_decay=0.25, speech_delay=2, srh_text_condition=True)
     cfg = _cfg(corpus, work, stop_after="cocktail", speech_splice=1.0, speech_input_dropout=0.3, **kw)
     cfg.continue_ctc_steps, cfg.continue_adapter_ctc_steps, cfg.continue_steps, cfg.max_tokens = 2, 2, 1, 2000
     cfg.continue_t2t_steps, cfg.continue_t2t_weight_decay = 2, 0.4
@@ -142,7 +147,14 @@ def test_continue_ctc_steps_retrain_the_ear_on_general_speech(tmp_path, tiny_ass
     assert "continued_t2t/final" in stage2_config  # stage 2 starts from it
     saved = json.loads((work / "continued" / "final" / "config.json").read_text())["model"]
     assert saved["speech_input_dropout"] == 0.0  # not inherited by the recipes that start from it
+    assert (saved["speech_delay"], saved["srh_text_condition"]) == (2, True)  # the new layout, trained on
+    assert "relayout" in ctc_config  # the ear stage starts from the relaid copy: same weights, new config
     before = load_file(tiny_assets.init / "model.safetensors")
+    assert all(
+        torch.equal(before[k], v) for k, v in load_file(work / "relayout" / "model.safetensors").items()
+    )
+    init_model = json.loads((tiny_assets.init / "config.json").read_text())["model"]
+    assert (init_model["speech_delay"], init_model["srh_text_condition"]) == (0, False)  # source untouched
     ear = load_file(work / "adapter_ctc" / "final" / "model.safetensors")
     after = load_file(work / "continued" / "final" / "model.safetensors")
     whisper = [k for k in before if k.startswith("encoder.whisper.")]

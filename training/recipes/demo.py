@@ -45,7 +45,9 @@ same CoM mix, learning rate and augmentation; --numeracy_items, --weight_decay),
 --continue_ctc_steps / --continue_adapter_ctc_steps first train its ear further (encoder CTC, then
 adapter CTC, at half the from-scratch learning rate; with --general_speech the encoder CTC hears
 English beyond the domain); --continue_t2t_steps first trains the LLM alone on the training texts +
-the --numeracy_items (T2T, lr 1e-3, weight decay), which the stage-2 mix does not teach:
+the --numeracy_items (T2T, lr 1e-3, weight decay), which the stage-2 mix does not teach;
+--speech_delay N / --srh_text_condition true switch the checkpoint's layout first (its weights as they
+are, the steps after it learn the new one):
 
     python -m training.recipes.demo --continue_from checkpoints/demo --work_dir runs/demo_more --out checkpoints/demo
 """
@@ -123,6 +125,16 @@ class DemoConfig:
     encoder_positional_scale: float = arg(0.1, "multiplier of the random encoder's sinusoidal positions")
     encoder_output_norm: bool = arg(True, "LayerNorm on the adapter output at the text embeddings' scale")
     max_tokens: int = arg(6000, "padded LLM positions per batch")
+    speech_delay: int = arg(
+        0,
+        "speech starts this many LLM steps after its text (Fun-Audio-Chat: 2); --continue_from: a value "
+        "above 0 switches the checkpoint to it (0 keeps the checkpoint's)",
+    )
+    srh_text_condition: bool = arg(
+        False,
+        "the SRH also reads the input text token (DrVoiceConfig.srh_text_condition); --continue_from: "
+        "true switches the checkpoint to it (false keeps the checkpoint's)",
+    )
     text_llm_steps: int = arg(600, "T2T pretraining steps of the base LLM")
     text_llm_weight_decay: float = arg(0.0, "AdamW weight decay of the base LLM's T2T pretraining")
     srh_steps: int = arg(600, "SRH pretraining steps")
@@ -203,6 +215,8 @@ class DemoConfig:
             raise ValueError(
                 "--general_tokenizer learns the general sentences: it needs --general_speech true"
             )
+        if self.speech_delay < 0:
+            raise ValueError(f"--speech_delay must be >= 0, got {self.speech_delay}")
         if self.numeracy_items < 0:
             raise ValueError(f"--numeracy_items must be >= 0, got {self.numeracy_items}")
         if not 0.0 <= self.speech_splice <= 1.0:
@@ -247,6 +261,8 @@ def run(cfg: DemoConfig) -> Path:
                 adapter_hidden=cfg.llm_hidden,
                 encoder_positional_scale=cfg.encoder_positional_scale,
                 encoder_output_norm=cfg.encoder_output_norm,
+                speech_delay=cfg.speech_delay,
+                srh_text_condition=cfg.srh_text_condition,
                 name="drvoice-demo",
                 seed=cfg.seed,
             )

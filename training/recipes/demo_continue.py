@@ -6,6 +6,8 @@ Its ear first when asked (encoder CTC, adapter CTC), then the LLM alone on text 
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 from core.modes import MODE_NAMES
@@ -35,7 +37,7 @@ def continue_training(cfg: DemoConfig, work: Path, speech_train: str, common: di
     heard = train_ear(
         cfg,
         work,
-        Path(cfg.continue_from),
+        relayout(cfg, work, Path(cfg.continue_from)),
         ctc_steps=cfg.continue_ctc_steps,
         adapter_steps=cfg.continue_adapter_ctc_steps,
         lr=CONTINUE_EAR_LR,
@@ -81,3 +83,23 @@ def continue_training(cfg: DemoConfig, work: Path, speech_train: str, common: di
     if stop == STAGES.index("gspo"):
         return rl
     return export(rl, Path(cfg.out))
+
+
+def relayout(cfg: DemoConfig, work: Path, source: Path) -> Path:
+    """`source`, or with --speech_delay N > 0 / --srh_text_condition true a copy of it (work/relayout)
+    whose config asks for that layout: the same weights, which the continued steps then train on it."""
+    changes: dict = {}
+    if cfg.speech_delay:
+        changes["speech_delay"] = cfg.speech_delay
+    if cfg.srh_text_condition:
+        changes["srh_text_condition"] = True
+    if not changes:
+        return source
+    out = work / "relayout"
+    if not stage_done(out):
+        shutil.copytree(source, out, dirs_exist_ok=True)
+        config_file = out / "config.json"
+        config = json.loads(config_file.read_text())
+        config["model"].update(changes)
+        config_file.write_text(json.dumps(config, indent=2))
+    return out
