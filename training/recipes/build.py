@@ -70,7 +70,9 @@ class BuildConfig:
     combine: str = arg("sum", "eq. (1) assistant input: sum (paper) or mean")
     speech_delay: int = arg(0, "speech starts this many LLM steps after the text (Fun-Audio-Chat: 2)")
     speech_embed_dim: int = arg(0, "width of speech-token embeddings before grouping; 0 = LLM width")
-    srh_text_condition: bool = arg(False, "add the detached text embedding to h before the ungrouping")
+    srh_text_condition: bool = arg(
+        False, "add the input token's embedding (final-normed, detached) to h before W_p"
+    )
     user_audio: str = arg("continuous", "continuous (Whisper encoder + adapter) or discrete (grouped tokens)")
     srh_hidden: int = arg(896, "random SRH: width (Qwen2.5-0.5B: 896)")
     srh_layers: int = arg(24, "random SRH: decoder layers (Qwen2.5-0.5B: 24)")
