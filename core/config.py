@@ -26,9 +26,7 @@ class DrVoiceConfig:
     combine: str = "sum"  # eq. (1) assistant input: "sum" E_text + G (paper) or "mean" (E_text + G) / 2
     speech_delay: int = 0  # speech starts this many LLM steps after the text (Fun-Audio-Chat uses 2)
     speech_embed_dim: int = 0  # width of the speech-token embeddings before grouping; 0 = LLM width
-    srh_text_condition: bool = (
-        False  # add the input token's embedding (final-normed, detached) to h before W_p
-    )
+    srh_text_condition: bool = False  # add the input token's final-normed embedding to h before W_p
     user_audio: str = (
         "continuous"  # "continuous": Whisper encoder + adapter; "discrete": grouped speech tokens
     )

@@ -96,10 +96,14 @@ def relayout(cfg: DemoConfig, work: Path, source: Path) -> Path:
     if not changes:
         return source
     out = work / "relayout"
-    if not stage_done(out):
-        shutil.copytree(source, out, dirs_exist_ok=True)
-        config_file = out / "config.json"
+    if not stage_done(out):  # written beside, then renamed: a half-copied one is never taken as done
+        partial = work / "relayout.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(source, partial)
+        config_file = partial / "config.json"
         config = json.loads(config_file.read_text())
         config["model"].update(changes)
         config_file.write_text(json.dumps(config, indent=2))
+        partial.rename(out)
     return out
