@@ -6,8 +6,8 @@ Its ear first when asked (encoder CTC, adapter CTC), then the LLM alone on text 
 
 from __future__ import annotations
 
-import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from core.modes import MODE_NAMES
@@ -96,14 +96,15 @@ def relayout(cfg: DemoConfig, work: Path, source: Path) -> Path:
     if not changes:
         return source
     out = work / "relayout"
-    if not stage_done(out):  # written beside, then renamed: a half-copied one is never taken as done
+    if not stage_done(out):  # written beside, then renamed: a half-written one is never taken as done
+        from core.checkpoint import from_pretrained, save_pretrained
+
+        ckpt = from_pretrained(source)
+        ckpt.model.config = replace(ckpt.model.config, **changes)  # validated; neither field shapes a weight
         partial = work / "relayout.partial"
         shutil.rmtree(partial, ignore_errors=True)
         shutil.rmtree(out, ignore_errors=True)
-        shutil.copytree(source, partial)
-        config_file = partial / "config.json"
-        config = json.loads(config_file.read_text())
-        config["model"].update(changes)
-        config_file.write_text(json.dumps(config, indent=2))
+        extra = {**ckpt.extra, "recipe": "demo/relayout"}
+        save_pretrained(partial, ckpt.model, ckpt.tokenizer, codec=ckpt.codec, extra=extra)
         partial.rename(out)
     return out
