@@ -230,6 +230,10 @@ def test_harness_scores_by_hand(tmp_path):
     assert s2m["real_time_factor"] == pytest.approx(1.5 / audio_seconds)
     assert run.report["time_to_first_audio_ms"] == pytest.approx(100.0)
     assert "speech_accuracy" not in t2t and t2t["text_accuracy_by_category"] == {"cat": 2 / 3, "other": 1.0}
+    # speech against text: of a and c (text right) only c is heard right; b (text wrong) is not heard right
+    assert s2m["speech_accuracy_by_category"] == {"cat": pytest.approx(1 / 3)}
+    assert s2m["speech_given_text"] == pytest.approx(1 / 2) and s2m["speech_without_text"] == 0.0
+    assert "speech_given_text" not in t2t and "speech_accuracy_by_category" not in t2t
     by_key = {(r.id, r.mode): r for r in run.results}
     assert by_key[("a", "S2M")].transcript == "three plus four is eleven" and by_key[("a", "S2M")].wer == 0.2
     assert by_key[("a", "T2T")].transcript is None
@@ -250,6 +254,19 @@ def test_harness_does_not_score_an_echoed_operand(tmp_path):
     assert not by_id["q0"].text_correct and not by_id["q0"].speech_correct  # "six" only echoes the question
     assert by_id["q1"].text_correct and by_id["q1"].speech_correct  # the second "six" is the answer
     assert run.report["modes"]["T2M"]["text_accuracy"] == pytest.approx(0.5)
+
+
+def test_harness_reports_speech_that_parts_from_the_text(tmp_path):
+    # the judge hears "seven" as "eleven": a wrong written answer can be a right spoken one
+    replies = {"q0": "Four plus seven is seven.", "q1": "Four plus three is seven.", "q2": "It is one."}
+    answers = {"q0": ("11", "eleven"), "q1": ("7",), "q2": ("1",)}
+    items = [EvalItem(q, q, None, answers[q], "arithmetic" if q != "q2" else "number") for q in replies]
+    evaluator = Evaluator(StubEngine(replies), transcribe=fake_judge, speak_reference=fake_tts)
+    t2m = evaluate(evaluator, items, ["T2M"], progress=False).report["modes"]["T2M"]
+    # q0: text wrong, speech right; q1: text right, speech wrong; q2: both right
+    assert t2m["speech_given_text"] == pytest.approx(1 / 2) and t2m["speech_without_text"] == 1.0
+    assert t2m["speech_accuracy_by_category"] == {"arithmetic": 0.5, "number": 1.0}
+    assert t2m["text_accuracy_by_category"] == {"arithmetic": 0.5, "number": 1.0}
 
 
 def test_rescore_judges_stored_results_again(tmp_path, capsys):

@@ -12,6 +12,9 @@ For every manifest item and mode the engine answers once (greedy by default); th
   same reply texts, i.e. what a perfect assistant voice scores; the codec is compared against this
   ceiling (on the synthetic corpus's own replies pocketsphinx scores about 15% WER and finds the
   answer in about 83% of them);
+- speech against text (modes that speak): of the replies with a right text, the share also heard
+  right (`speech_given_text`), and of those with a wrong text, the share heard right anyway
+  (`speech_without_text`: the speech said another answer than the text);
 - real-time factor (generation time / audio duration, pooled) and time to first audio.
 
 An empty reply text with non-empty speech adds the transcript's words to ASR-WER as insertions
@@ -265,6 +268,21 @@ def _speed(results: list[ItemResult]) -> dict[str, float | None]:
     }
 
 
+def speech_against_text(results: list[ItemResult]) -> dict[str, float | None]:
+    """Whether the spoken answer follows the written one (speaking modes).
+
+    `speech_given_text`: share of the replies with a right text whose speech the judge also hears
+    the answer in; `speech_without_text`: share of the replies with a wrong text whose speech has a
+    right answer all the same, i.e. the two streams said different things. None without such replies.
+    """
+    right = [bool(r.speech_correct) for r in results if r.text_correct]
+    wrong = [bool(r.speech_correct) for r in results if not r.text_correct]
+    return {
+        "speech_given_text": _mean([float(v) for v in right]),
+        "speech_without_text": _mean([float(v) for v in wrong]),
+    }
+
+
 def summarize(results: list[ItemResult], modes: Sequence[str], n_items: int) -> dict[str, Any]:
     """The report: per-mode scores plus pooled speed figures (module docstring)."""
     by_mode: dict[str, list[ItemResult]] = defaultdict(list)
@@ -286,10 +304,17 @@ def summarize(results: list[ItemResult], modes: Sequence[str], n_items: int) -> 
                 [r.reference_word_errors for r in rs if r.reference_words], [r.reference_words for r in rs]
             )
             entry.update(_speed(rs))
-        categories: dict[str, list[float]] = defaultdict(list)
+            entry.update(speech_against_text(rs))
+        categories: dict[str, list[ItemResult]] = defaultdict(list)
         for r in rs:
-            categories[r.category or "none"].append(float(r.text_correct))
-        entry["text_accuracy_by_category"] = {c: _mean(v) for c, v in sorted(categories.items())}
+            categories[r.category or "none"].append(r)
+        entry["text_accuracy_by_category"] = {
+            c: _mean([float(r.text_correct) for r in v]) for c, v in sorted(categories.items())
+        }
+        if get_mode(mode).speech_output:
+            entry["speech_accuracy_by_category"] = {
+                c: _mean([float(bool(r.speech_correct)) for r in v]) for c, v in sorted(categories.items())
+            }
         speaks = get_mode(mode).speech_output
         for key in ("heldout", "voice", "vocabulary"):
             groups = group_scores(rs, key, speaks)
