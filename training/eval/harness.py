@@ -275,11 +275,9 @@ def speech_against_text(results: list[ItemResult]) -> dict[str, float | None]:
     the answer in; `speech_without_text`: share of the replies with a wrong text whose speech has a
     right answer all the same, i.e. the two streams said different things. None without such replies.
     """
-    right = [bool(r.speech_correct) for r in results if r.text_correct]
-    wrong = [bool(r.speech_correct) for r in results if not r.text_correct]
     return {
-        "speech_given_text": _mean([float(v) for v in right]),
-        "speech_without_text": _mean([float(v) for v in wrong]),
+        "speech_given_text": _mean([float(bool(r.speech_correct)) for r in results if r.text_correct]),
+        "speech_without_text": _mean([float(bool(r.speech_correct)) for r in results if not r.text_correct]),
     }
 
 
@@ -296,7 +294,8 @@ def summarize(results: list[ItemResult], modes: Sequence[str], n_items: int) -> 
             "skipped": n_items - len(rs),
             "text_accuracy": _mean([float(r.text_correct) for r in rs]),
         }
-        if get_mode(mode).speech_output:
+        speaks = get_mode(mode).speech_output
+        if speaks:
             entry["speech_accuracy"] = _mean([float(bool(r.speech_correct)) for r in rs])
             entry["speech_accuracy_reference"] = _mean([float(bool(r.reference_speech_correct)) for r in rs])
             entry["asr_wer"] = _pooled([r.word_errors for r in rs], [r.reference_words for r in rs])
@@ -311,11 +310,10 @@ def summarize(results: list[ItemResult], modes: Sequence[str], n_items: int) -> 
         entry["text_accuracy_by_category"] = {
             c: _mean([float(r.text_correct) for r in v]) for c, v in sorted(categories.items())
         }
-        if get_mode(mode).speech_output:
+        if speaks:
             entry["speech_accuracy_by_category"] = {
                 c: _mean([float(bool(r.speech_correct)) for r in v]) for c, v in sorted(categories.items())
             }
-        speaks = get_mode(mode).speech_output
         for key in ("heldout", "voice", "vocabulary"):
             groups = group_scores(rs, key, speaks)
             if groups:
