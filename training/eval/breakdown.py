@@ -85,16 +85,19 @@ def _group_name(result: Any, key: str) -> str | None:
         return heldout_group(result.heldout)
     if key == "vocabulary":
         return None if result.new_words is None else (NEW_WORD if result.new_words else KNOWN_WORDS)
+    if key == "category":
+        return result.category or "none"
     return getattr(result, key)
 
 
 def group_scores(results: Sequence[Any], key: str, speech: bool) -> dict[str, dict[str, Any]]:
-    """Accuracy per value of `key` ("heldout", "voice" or "vocabulary") over results that carry it.
+    """Accuracy per value of `key` ("heldout", "voice", "vocabulary" or "category") over results that
+    carry it.
 
     Args:
         results: `ItemResult`s of one mode.
         key: what to group by (for "vocabulary", whether `new_words` is empty); results where it is
-            unknown (None) are left out.
+            unknown (None) are left out, except for "category", where they form the group "none".
         speech: also report speech accuracy (modes that speak).
 
     Returns:

@@ -304,16 +304,10 @@ def summarize(results: list[ItemResult], modes: Sequence[str], n_items: int) -> 
             )
             entry.update(_speed(rs))
             entry.update(speech_against_text(rs))
-        categories: dict[str, list[ItemResult]] = defaultdict(list)
-        for r in rs:
-            categories[r.category or "none"].append(r)
-        entry["text_accuracy_by_category"] = {
-            c: _mean([float(r.text_correct) for r in v]) for c, v in sorted(categories.items())
-        }
+        by_category = group_scores(rs, "category", speaks)
+        entry["text_accuracy_by_category"] = {c: g["text_accuracy"] for c, g in by_category.items()}
         if speaks:
-            entry["speech_accuracy_by_category"] = {
-                c: _mean([float(bool(r.speech_correct)) for r in v]) for c, v in sorted(categories.items())
-            }
+            entry["speech_accuracy_by_category"] = {c: g["speech_accuracy"] for c, g in by_category.items()}
         for key in ("heldout", "voice", "vocabulary"):
             groups = group_scores(rs, key, speaks)
             if groups:
