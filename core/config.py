@@ -27,6 +27,9 @@ class DrVoiceConfig:
     speech_delay: int = 0  # speech starts this many LLM steps after the text (Fun-Audio-Chat uses 2)
     speech_embed_dim: int = 0  # width of the speech-token embeddings before grouping; 0 = LLM width
     srh_text_condition: bool = False  # add the input token's final-normed embedding to h before W_p
+    # the SRH's own embedding of each step's reply text token (the one the text head emits with that
+    # group), added to its k conditions: its self-attention then reads the reply text written so far
+    srh_text_embedding: bool = False
     user_audio: str = (
         "continuous"  # "continuous": Whisper encoder + adapter; "discrete": grouped speech tokens
     )

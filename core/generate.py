@@ -246,7 +246,9 @@ class DrVoiceGenerator:
                 new_codes: list[int] = []
                 group = pad_group
                 if par_step >= cfg.speech_delay and not speech_done:
-                    cond = model.srh_condition(hidden, torch.tensor(last_input, device=dev))  # (k, d_srh)
+                    cond = model.srh_condition(
+                        hidden, torch.tensor(last_input, device=dev), torch.tensor(tok, device=dev)
+                    )  # (k, d_srh)
                     group = pad_group.clone()
                     for j in range(k):
                         logits = srh(torch.tensor([[prev_speech]], device=dev), cond[None, j : j + 1])[0, -1]

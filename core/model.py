@@ -71,6 +71,11 @@ class DrVoiceModel(nn.Module):
         )
         self.ungrouping = Ungrouping(d_llm, config.srh_hidden_size, config.group_size)
         self.srh = SpeechRefinedHead(config.srh, config.speech_vocab_total)
+        self.srh_text = None
+        if config.srh_text_embedding:
+            # zero at first: a checkpoint switched to it speaks exactly as before until it is trained
+            self.srh_text = nn.Embedding(config.llm["vocab_size"], config.srh_hidden_size)
+            nn.init.zeros_(self.srh_text.weight)
         self.encoder = None
         if config.user_audio == "continuous":
             from core.encoder import EncoderConfig, SpeechEncoder
@@ -146,14 +151,28 @@ class DrVoiceModel(nn.Module):
                 emb[audio_mask] = feats.to(emb.dtype)
         return emb
 
-    def srh_condition(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        """eqs. (4)-(5): (..., d_llm) hidden states -> (..., k, d_srh) SRH conditions H."""
+    def srh_condition(
+        self, hidden: torch.Tensor, input_ids: torch.Tensor, text_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """eqs. (4)-(5): (..., d_llm) hidden states -> (..., k, d_srh) SRH conditions H.
+
+        `input_ids` (...) are the LLM input tokens of those steps (`srh_text_condition`), `text_ids`
+        (...) the text tokens emitted with each group (`srh_text_embedding`; <|sil|> after the text).
+        """
         if self.config.srh_text_condition:
             # the input token's embedding at the hidden states' scale (the LLM's final RMSNorm): a raw
             # embedding is ~10x smaller than a hidden state and W_p could not tell it apart; the SRH
             # loss trains neither the embedding nor the norm through this path
             hidden = hidden + self.llm.model.norm(self.text_embed(input_ids)).detach()
-        return self.ungrouping(hidden)
+        cond = self.ungrouping(hidden)
+        if self.srh_text is not None:
+            if text_ids is None:
+                raise ValueError("srh_text_embedding needs the text token of each step (text_ids)")
+            # x sqrt(d_srh), as Gemma scales its embeddings: started at zero, Adam moves a weight by ~lr
+            # a step, and unscaled it would take thousands of steps to reach the conditions' ~unit rms
+            text = self.srh_text(text_ids) * self.config.srh_hidden_size**0.5
+            cond = cond + text.unsqueeze(-2).to(cond.dtype)
+        return cond
 
     # ---- training ------------------------------------------------------------------------------------
     def _hidden(self, batch: Batch) -> torch.Tensor:
@@ -186,7 +205,9 @@ class DrVoiceModel(nn.Module):
             pos = owns_group[b].nonzero().squeeze(-1)
             if pos.numel() == 0:
                 continue
-            cond = self.srh_condition(hidden[b, pos], batch.input_ids[b, pos])  # (n, k, d_srh)
+            text_ids = batch.text_targets[b, pos]  # the token emitted with each group
+            text_ids = text_ids.masked_fill(text_ids == IGNORE, self.config.special_token_ids["sil"])
+            cond = self.srh_condition(hidden[b, pos], batch.input_ids[b, pos], text_ids)  # (n, k, d_srh)
             targets = batch.speech_targets[b, pos].reshape(-1)  # (n*k,)
             prev = torch.cat([targets.new_tensor([bos]), targets[:-1]])
             cond_rows.append(cond.reshape(-1, cond.shape[-1]))

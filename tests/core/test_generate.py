@@ -8,7 +8,7 @@ from core.kv_decoder import unsupported_reason
 from core.model import DrVoiceModel
 from core.modes import MODE_NAMES
 from core.sampling import SamplingConfig, apply_repetition_penalty, sample_token
-from core.sequence import SequenceBuilder, UserInput
+from core.sequence import Sample, SequenceBuilder, UserInput, collate
 from tests.core.conftest import fake_mels, make_config, make_model
 
 
@@ -20,13 +20,22 @@ def _steps(gen, prompt, mode, sampling, decode, matmul="fp32"):
 
 
 @pytest.mark.parametrize(
-    "user_audio, text_condition", [("continuous", False), ("discrete", False), ("continuous", True)]
+    "user_audio, text_condition",
+    [("continuous", False), ("discrete", False), ("continuous", True), ("continuous", "embedding")],
 )
 def test_cached_decode_equals_no_cache_reference_in_every_mode(tokenizer, user_audio, text_condition):
     """Greedy tokens with KV caches (LLM + SRH) equal a slow decode that re-runs the whole sequence."""
     model = make_model(
-        tokenizer, seed=3, user_audio=user_audio, speech_delay=1, srh_text_condition=text_condition
+        tokenizer,
+        seed=3,
+        user_audio=user_audio,
+        speech_delay=1,
+        srh_text_condition=text_condition is True,
+        srh_text_embedding=text_condition == "embedding",
     )
+    if model.srh_text is not None:
+        with torch.no_grad():
+            model.srh_text.weight.normal_()
     gen = DrVoiceGenerator(model)
     b = SequenceBuilder(model.config, tokenizer)
     user = UserInput(text="what is three plus four?", mels=fake_mels(1.3), speech_tokens=list(range(13)))
@@ -48,6 +57,35 @@ def test_cached_decode_equals_no_cache_reference_in_every_mode(tokenizer, user_a
             assert sum(len(c) for _, _, c in fast) > 0  # speech was produced
         if mode in ("S2T", "T2T"):
             assert all(kind == "text" and not c for kind, _, c in fast)
+
+
+def test_generated_speech_is_what_teacher_forcing_predicts_with_the_srh_text_embedding(tokenizer):
+    """The generator gives the SRH the text token emitted at each step, as training does: greedy speech
+    codes equal the argmax of the teacher-forced SRH logits on the generated reply."""
+    model = make_model(tokenizer, seed=8, user_audio="discrete", speech_delay=1, srh_text_embedding=True)
+    with torch.no_grad():
+        model.srh_text.weight.normal_(std=3.0)  # loud enough to decide the argmax
+    b = SequenceBuilder(model.config, tokenizer)
+    user = UserInput(text="what is three plus four?")
+    gen = DrVoiceGenerator(model)
+    steps = list(gen.stream(b.prompt("T2M", user), "T2M", SamplingConfig(max_new_steps=20)))
+    im_end = model.config.special_token_ids["im_end"]
+    text = [s.text_token for s in steps if s.text_token is not None]
+    reply_ids = text[: text.index(im_end)] if im_end in text else text
+    codes = [c for s in steps for c in s.speech_tokens]
+    assert reply_ids and len(codes) >= 10
+    batch = collate(
+        [b.example(Sample("T2M", user, "", reply_speech=codes, reply_ids=reply_ids))],
+        tokenizer.pad_token_id,
+        model.config.speech_pad,
+    )
+    greedy = lambda: (model._heads(batch).speech_logits[: len(codes)] + gen.speech_mask).argmax(-1).tolist()  # noqa: E731
+    with torch.no_grad():
+        forced = greedy()
+        model.srh_text.weight.zero_()
+        blind = greedy()
+    assert forced == codes
+    assert blind != codes  # the embedding decided them
 
 
 def test_chain_mode_switches_to_parallel_at_audio_bos(tokenizer):

@@ -29,6 +29,7 @@ def _batch(model, tokenizer, modes=MODES_SAMPLES):
         {},
         {"grouping": "mean", "combine": "mean"},
         {"speech_delay": 2, "srh_text_condition": True},
+        {"speech_delay": 1, "srh_text_embedding": True},
         {"group_size": 1},
     ],
 )
@@ -131,3 +132,29 @@ def test_srh_text_condition_adds_the_input_token_at_the_hidden_scale(tokenizer):
     emb = cond.llm.get_input_embeddings().weight
     cond.srh_condition(hidden, ids).sum().backward()
     assert emb.grad is None or emb.grad.abs().sum() == 0
+
+
+def test_srh_text_embedding_starts_silent_and_learns_from_the_speech_loss(tokenizer):
+    """Added at zero, the SRH text embedding leaves every loss as it was; the speech loss then trains
+    the rows of the tokens the reply emits with its groups (and <|sil|> after the text), no others."""
+    plain = make_model(tokenizer, seed=6).train()
+    model = make_model(tokenizer, seed=6, srh_text_embedding=True).train()
+    missing, unexpected = model.load_state_dict(plain.state_dict(), strict=False)
+    assert missing == ["srh_text.weight"] and not unexpected
+    assert torch.count_nonzero(model.srh_text.weight) == 0
+    long_speech = dict(user=UserInput(text="hello"), reply_speech=list(range(40)))  # outlasts the text
+    batch = _batch(model, tokenizer, {**MODES_SAMPLES, "T2M": long_speech})
+    torch.manual_seed(0)
+    before = plain(batch)
+    torch.manual_seed(0)
+    out = model(batch)
+    torch.testing.assert_close(out.loss, before.loss)
+    out.speech_loss.backward()
+    grad_rows = set(model.srh_text.weight.grad.abs().sum(-1).nonzero().squeeze(-1).tolist())
+    owns = batch.speech_targets[..., 0] != IGNORE
+    emitted = set(batch.text_targets[owns].tolist()) - {IGNORE}
+    assert emitted and grad_rows == emitted
+    assert model.config.special_token_ids["sil"] in grad_rows  # emitted while the T2M speech goes on
+    with torch.no_grad():
+        model.srh_text.weight.normal_()
+    assert not torch.allclose(model(batch).speech_loss, before.speech_loss)  # now it is read

@@ -124,6 +124,7 @@ def test_continue_ctc_steps_retrain_the_ear_on_general_speech(tmp_path, tiny_ass
     general_speech(["--corpus", str(corpus), "--sentences", "6", "--vocabulary", "100"])
     numeracy(["--corpus", str(corpus), "--items", "6"])
     kw |= dict(numeracy_items=6, weight_decay=0.25, speech_delay=2, srh_text_condition=True)
+    kw |= dict(srh_text_embedding=True)
     cfg = _cfg(corpus, work, stop_after="cocktail", speech_splice=1.0, speech_input_dropout=0.3, **kw)
     cfg.continue_ctc_steps, cfg.continue_adapter_ctc_steps, cfg.continue_steps, cfg.max_tokens = 2, 2, 1, 2000
     cfg.continue_t2t_steps, cfg.continue_t2t_weight_decay = 2, 0.4
@@ -147,16 +148,19 @@ def test_continue_ctc_steps_retrain_the_ear_on_general_speech(tmp_path, tiny_ass
     assert "continued_t2t/final" in stage2_config  # stage 2 starts from it
     saved = json.loads((work / "continued" / "final" / "config.json").read_text())["model"]
     assert saved["speech_input_dropout"] == 0.0  # not inherited by the recipes that start from it
-    assert (saved["speech_delay"], saved["srh_text_condition"]) == (2, True)  # the new layout, trained on
+    layout = (saved["speech_delay"], saved["srh_text_condition"], saved["srh_text_embedding"])
+    assert layout == (2, True, True)  # the new layout, trained on
     assert "relayout" in ctc_config  # the ear stage starts from the relaid copy: same weights, new config
     before = load_file(tiny_assets.init / "model.safetensors")
-    assert all(
-        torch.equal(before[k], v) for k, v in load_file(work / "relayout" / "model.safetensors").items()
-    )
+    relaid = load_file(work / "relayout" / "model.safetensors")
+    assert set(relaid) - set(before) == {"srh_text.weight"} and set(before) <= set(relaid)
+    assert torch.count_nonzero(relaid.pop("srh_text.weight")) == 0  # added silent
+    assert all(torch.equal(before[k], v) for k, v in relaid.items())
     init_model = json.loads((tiny_assets.init / "config.json").read_text())["model"]
     assert (init_model["speech_delay"], init_model["srh_text_condition"]) == (0, False)  # source untouched
     ear = load_file(work / "adapter_ctc" / "final" / "model.safetensors")
     after = load_file(work / "continued" / "final" / "model.safetensors")
+    assert torch.count_nonzero(after["srh_text.weight"])  # the continued steps train it
     whisper = [k for k in before if k.startswith("encoder.whisper.")]
     assert whisper and any(not torch.equal(before[k].float(), ear[k].float()) for k in whisper)
     assert all(torch.equal(ear[k], after[k]) for k in whisper)  # stage 2 keeps the new ear frozen

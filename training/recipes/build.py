@@ -73,6 +73,9 @@ class BuildConfig:
     srh_text_condition: bool = arg(
         False, "add the input token's embedding (final-normed, detached) to h before W_p"
     )
+    srh_text_embedding: bool = arg(
+        False, "the SRH's own embedding of each step's reply text token, added to its k conditions"
+    )
     user_audio: str = arg("continuous", "continuous (Whisper encoder + adapter) or discrete (grouped tokens)")
     srh_hidden: int = arg(896, "random SRH: width (Qwen2.5-0.5B: 896)")
     srh_layers: int = arg(24, "random SRH: decoder layers (Qwen2.5-0.5B: 24)")
@@ -216,6 +219,7 @@ def run(cfg: BuildConfig) -> Path:
         speech_delay=cfg.speech_delay,
         speech_embed_dim=cfg.speech_embed_dim,
         srh_text_condition=cfg.srh_text_condition,
+        srh_text_embedding=cfg.srh_text_embedding,
         user_audio=cfg.user_audio,
         encoder=encoder,
         max_positions=cfg.max_positions,

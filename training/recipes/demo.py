@@ -46,7 +46,7 @@ same CoM mix, learning rate and augmentation; --numeracy_items, --weight_decay),
 adapter CTC, at half the from-scratch learning rate; with --general_speech the encoder CTC hears
 English beyond the domain); --continue_t2t_steps first trains the LLM alone on the training texts +
 the --numeracy_items (T2T, lr 1e-3, weight decay), which the stage-2 mix does not teach;
---speech_delay N / --srh_text_condition true switch the checkpoint's layout first (its weights as they
+--speech_delay N / --srh_text_condition true / --srh_text_embedding true switch the checkpoint's layout first (its weights as they
 are, the steps after it learn the new one):
 
     python -m training.recipes.demo --continue_from checkpoints/demo --work_dir runs/demo_more --out checkpoints/demo
@@ -134,6 +134,11 @@ class DemoConfig:
         False,
         "the SRH also reads the input text token (DrVoiceConfig.srh_text_condition); --continue_from: "
         "true switches the checkpoint to it (false keeps the checkpoint's)",
+    )
+    srh_text_embedding: bool = arg(
+        False,
+        "the SRH embeds each step's reply text token itself (DrVoiceConfig.srh_text_embedding); "
+        "--continue_from: true adds it to the checkpoint, at zero (false keeps the checkpoint's)",
     )
     text_llm_steps: int = arg(600, "T2T pretraining steps of the base LLM")
     text_llm_weight_decay: float = arg(0.0, "AdamW weight decay of the base LLM's T2T pretraining")
@@ -263,6 +268,7 @@ def run(cfg: DemoConfig) -> Path:
                 encoder_output_norm=cfg.encoder_output_norm,
                 speech_delay=cfg.speech_delay,
                 srh_text_condition=cfg.srh_text_condition,
+                srh_text_embedding=cfg.srh_text_embedding,
                 name="drvoice-demo",
                 seed=cfg.seed,
             )

@@ -86,25 +86,33 @@ def continue_training(cfg: DemoConfig, work: Path, speech_train: str, common: di
 
 
 def relayout(cfg: DemoConfig, work: Path, source: Path) -> Path:
-    """`source`, or with --speech_delay N > 0 / --srh_text_condition true a copy of it (work/relayout)
-    whose config asks for that layout: the same weights, which the continued steps then train on it."""
+    """`source`, or with --speech_delay N > 0 / --srh_text_condition true / --srh_text_embedding true a
+    copy of it (work/relayout) whose config asks for that layout: the same weights (a new SRH text
+    embedding starts at zero), which the continued steps then train on it."""
     changes: dict = {}
     if cfg.speech_delay:
         changes["speech_delay"] = cfg.speech_delay
     if cfg.srh_text_condition:
         changes["srh_text_condition"] = True
+    if cfg.srh_text_embedding:
+        changes["srh_text_embedding"] = True
     if not changes:
         return source
     out = work / "relayout"
     if not stage_done(out):  # written beside, then renamed: a half-written one is never taken as done
         from core.checkpoint import from_pretrained, save_pretrained
+        from core.model import DrVoiceModel
 
         ckpt = from_pretrained(source)
-        ckpt.model.config = replace(ckpt.model.config, **changes)  # validated; neither field shapes a weight
+        model = DrVoiceModel(replace(ckpt.model.config, **changes))  # validated
+        missing, unexpected = model.load_state_dict(ckpt.model.state_dict(), strict=False)
+        new = [k for k in missing if not k.startswith("srh_text.")]
+        if new or unexpected:
+            raise RuntimeError(f"relayout changed weights it should keep: {new[:5]} {unexpected[:5]}")
         partial = work / "relayout.partial"
         shutil.rmtree(partial, ignore_errors=True)
         shutil.rmtree(out, ignore_errors=True)
         extra = {**ckpt.extra, "recipe": "demo/relayout"}
-        save_pretrained(partial, ckpt.model, ckpt.tokenizer, codec=ckpt.codec, extra=extra)
+        save_pretrained(partial, model, ckpt.tokenizer, codec=ckpt.codec, extra=extra)
         partial.rename(out)
     return out
