@@ -46,6 +46,7 @@ FREEZABLE = (
     "speech_grouping",
     "ungrouping",
     "srh",
+    "srh_text",
 )
 
 
