@@ -79,7 +79,10 @@ def test_generated_speech_is_what_teacher_forcing_predicts_with_the_srh_text_emb
         tokenizer.pad_token_id,
         model.config.speech_pad,
     )
-    greedy = lambda: (model._heads(batch).speech_logits[: len(codes)] + gen.speech_mask).argmax(-1).tolist()  # noqa: E731
+
+    def greedy() -> list[int]:
+        return (model._heads(batch).speech_logits[: len(codes)] + gen.speech_mask).argmax(-1).tolist()
+
     with torch.no_grad():
         forced = greedy()
         model.srh_text.weight.zero_()

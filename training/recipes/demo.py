@@ -46,8 +46,9 @@ same CoM mix, learning rate and augmentation; --numeracy_items, --weight_decay),
 adapter CTC, at half the from-scratch learning rate; with --general_speech the encoder CTC hears
 English beyond the domain); --continue_t2t_steps first trains the LLM alone on the training texts +
 the --numeracy_items (T2T, lr 1e-3, weight decay), which the stage-2 mix does not teach;
---speech_delay N / --srh_text_condition true / --srh_text_embedding true switch the checkpoint's layout first (its weights as they
-are, the steps after it learn the new one):
+--speech_delay N / --srh_text_condition true / --srh_text_embedding true switch the checkpoint's
+layout first (its weights as they are, a new SRH text embedding at zero; the steps after it learn the
+new one):
 
     python -m training.recipes.demo --continue_from checkpoints/demo --work_dir runs/demo_more --out checkpoints/demo
 """
