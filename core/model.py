@@ -190,6 +190,16 @@ class DrVoiceModel(nn.Module):
         mask = batch.text_targets != IGNORE
         return self.llm.lm_head(hidden[mask]), mask.nonzero()[:, 0]
 
+    def _emitted_text(self, batch: Batch, b: int, pos: torch.Tensor) -> torch.Tensor:
+        """The text token emitted with each group at positions `pos` of sample `b`: its text target,
+        or where the reply text is not a target (`Sample.text_target`) the token fed next, which is
+        the same token; <|sil|> where neither exists (the last position of such a reply)."""
+        emitted = batch.text_targets[b, pos]
+        nxt = (pos + 1).clamp(max=batch.input_ids.shape[1] - 1)
+        fed = (pos + 1 < batch.input_ids.shape[1]) & (batch.attention_mask[b, nxt] > 0)
+        fallback = torch.where(fed, batch.input_ids[b, nxt], self.config.special_token_ids["sil"])
+        return torch.where(emitted == IGNORE, fallback, emitted)
+
     def _heads(self, batch: Batch) -> _Heads:
         hidden = self._hidden(batch)  # (B, L, D)
 
@@ -205,8 +215,7 @@ class DrVoiceModel(nn.Module):
             pos = owns_group[b].nonzero().squeeze(-1)
             if pos.numel() == 0:
                 continue
-            text_ids = batch.text_targets[b, pos]  # the token emitted with each group
-            text_ids = text_ids.masked_fill(text_ids == IGNORE, self.config.special_token_ids["sil"])
+            text_ids = self._emitted_text(batch, b, pos)
             cond = self.srh_condition(hidden[b, pos], batch.input_ids[b, pos], text_ids)  # (n, k, d_srh)
             targets = batch.speech_targets[b, pos].reshape(-1)  # (n*k,)
             prev = torch.cat([targets.new_tensor([bos]), targets[:-1]])

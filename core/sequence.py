@@ -69,6 +69,9 @@ class Sample:
     chain_ids: list[int] | None = None  # chain-phase ids before <|audio_bos|>; replaces transcript + draft
     # Speech with no reply (STC/SUC only): targets on the chain phase's transcript alone, nothing after
     transcript_only: bool = False
+    # False: the reply text is fed as the parallel text but never predicted (S2M/T2M only); the
+    # speech is the only target, so it learns to say what the text says (training.data.counterfactual)
+    text_target: bool = True
 
 
 @dataclass
@@ -202,6 +205,8 @@ class SequenceBuilder:
             return rows.build()
         reply = self.encode_text(sample.reply_text) if sample.reply_ids is None else list(sample.reply_ids)
         ids = self.ids
+        if not sample.text_target and (not mode.speech_output or mode.is_chain):
+            raise ValueError(f"a reply without text targets needs S2M or T2M, not {mode.name}")
         if not mode.speech_output:
             # text-only reply: each position predicts the next token
             for tok in [*reply, ids["im_end"]]:
@@ -229,7 +234,7 @@ class SequenceBuilder:
         for i in range(steps):
             x = text_stream[i] if i < len(text_stream) else ids["sil"]
             g = groups[i - delay] if delay <= i < delay + len(groups) else None
-            rows.target_last(x, g)
+            rows.target_last(x if sample.text_target else IGNORE, g)
             if i < steps - 1:
                 rows.add(x, speech_in=g if g is not None else pad_group)
         return rows.build()

@@ -158,3 +158,23 @@ def test_srh_text_embedding_starts_silent_and_learns_from_the_speech_loss(tokeni
     with torch.no_grad():
         model.srh_text.weight.normal_()
     assert not torch.allclose(model(batch).speech_loss, before.speech_loss)  # now it is read
+
+
+def test_srh_text_embedding_reads_the_emitted_text_of_a_reply_without_text_targets(tokenizer):
+    """A reply whose text is an input only (`Sample.text_target` False) has no text loss; the SRH
+    text embedding still reads the tokens it emits (the next inputs), so its speech loss is that
+    of the same reply with text targets."""
+    model = make_model(tokenizer, seed=3, srh_text_embedding=True).eval()
+    with torch.no_grad():
+        model.srh_text.weight.normal_()
+    b = SequenceBuilder(model.config, tokenizer)
+    kw = dict(mode="T2M", user=UserInput(text="hello"), reply_text="three plus four is seven.")
+    short, long = list(range(7)), list(range(40))  # the speech ends before / after the text
+    for speech in (short, long):
+        with_text = b.example(Sample(**kw, reply_speech=speech))
+        speech_only = b.example(Sample(**kw, reply_speech=speech, text_target=False))
+        padded = b.example(Sample(**kw, reply_speech=long + long[:20]))  # a longer neighbour pads it
+        out = model(collate([with_text, padded], tokenizer.pad_token_id, model.config.speech_pad))
+        alone = model(collate([speech_only, padded], tokenizer.pad_token_id, model.config.speech_pad))
+        assert alone.text_tokens == out.text_tokens - int((with_text.text_targets != IGNORE).sum())
+        torch.testing.assert_close(alone.speech_loss, out.speech_loss)

@@ -147,3 +147,13 @@ def test_generated_ids_are_laid_out_verbatim(tokenizer):
     groups = ex.speech_targets[ex.speech_targets[:, 0] != IGNORE].tolist()
     assert groups == [[cfg.speech_eos, cfg.speech_pad]]
     assert ex.text_targets[ex.text_targets != IGNORE].tolist() == chars[:1] + [ids["im_end"]]
+
+
+def test_a_reply_without_text_targets_needs_a_non_chain_speaking_mode(tokenizer):
+    cfg = make_config(tokenizer, group_size=2, user_audio="discrete")
+    b = SequenceBuilder(cfg, tokenizer)
+    speech = UserInput(speech_tokens=[1, 2, 3, 4])
+    for mode, user in (("T2T", UserInput(text="hi")), ("STC", speech), ("S2T", speech)):
+        with pytest.raises(ValueError, match="needs S2M or T2M"):
+            b.example(Sample(mode, user, "hello there", [7, 8], transcript="hi", text_target=False))
+    assert len(b.example(Sample("S2M", speech, "hello there", [7, 8], text_target=False)))

@@ -351,3 +351,33 @@ def test_spoken_numeracy_replies_get_reply_tokens_and_make_t2m_samples(tmp_path)
     (tmp_path / "plain" / "train.tokens.jsonl").write_text("")
     plain = read_manifest(with_numeracy(cfg, str(tmp_path / "plain" / "train.tokens.jsonl")))
     assert len(plain) == 4 and all(missing_input(i, "T2M") == "no reply tokens" for i in plain)
+
+
+@needs_tts
+def test_counterfactual_replies_get_reply_tokens_and_join_stage_2_as_speech_only_items(tmp_path):
+    from training.data.com_mixing import missing_input
+    from training.data.counterfactual import main as counterfactual
+    from training.data.manifest import read_manifest
+    from training.data.synth import main as synth
+    from training.recipes.demo_prepare import with_counterfactual
+
+    corpus, work = tmp_path / "corpus", tmp_path / "work"
+    synth(["--out", str(corpus), "--limit", "4", "--multiturn", "2", "--workers", "2"])
+    cfg = _cfg(corpus, work, counterfactual_items=4)
+    with pytest.raises(FileNotFoundError, match="training.data.counterfactual"):
+        demo.run(cfg)
+    counterfactual(["--corpus", str(corpus), "--items", "5", "--workers", "2"])
+    demo.run(cfg)
+    tokens = read_manifest(work / "counterfactual.tokens.jsonl")
+    assert len(tokens) == 5 and all(i.reply_tokens and not i.text_target for i in tokens)
+    base = str(work / "train.tokens.jsonl")
+    assert with_counterfactual(_cfg(corpus, work), base) == base  # 0 items: the manifest as it is
+    joined = read_manifest(with_counterfactual(cfg, base))
+    assert [i.id for i in joined[-4:]] == [i.id for i in tokens[:4]]
+    assert len(joined) == len(read_manifest(base)) + 4
+    assert all(missing_input(i, "S2M") is None and missing_input(i, "T2M") is None for i in joined[-4:])
+    assert all(missing_input(i, m) is not None for i in joined[-4:] for m in ("S2T", "T2T", "STC"))
+    with pytest.raises(ValueError, match="only 5 items"):
+        with_counterfactual(_cfg(corpus, work, counterfactual_items=6), base)
+    with pytest.raises(ValueError, match="counterfactual_items"):
+        _cfg(corpus, work, counterfactual_items=-1)

@@ -20,7 +20,9 @@ transcript of STC/SUC need the user text, speech-output modes need the reply's s
 (run `python -m training.data.tokenize` first). An item with user speech and text but no reply
 (`reply_text` "", e.g. `training.data.general_speech --words questions`) makes transcript-only STC
 and SUC variants: the chain phase's transcript is the only target (`Sample.transcript_only`), so the
-LLM learns to write what it hears in word orders no question has. Variants an item cannot make are
+LLM learns to write what it hears in word orders no question has. An item whose reply text is an
+input only (`"text_target": false`, `training.data.counterfactual`) makes T2M and S2M variants whose
+targets are the reply's speech alone (`Sample.text_target`). Variants an item cannot make are
 skipped and counted (`plan_variants` logs the counts per mode and reason).
 
 Mixture: `ratios=None` keeps every variant an item can make (the paper: "construct data variants
@@ -96,6 +98,8 @@ def missing_input(item: ManifestItem, mode: str) -> str | None:
     replyless = _replyless(item)
     if replyless and not (m.speech_input and m.has_transcript):
         return "no reply (transcript-only: STC, SUC)"
+    if not item.text_target and (not m.speech_output or m.is_chain):
+        return "reply text is an input only (speech targets: T2M, S2M)"
     if m.speech_input and item.audio is None:
         return "no user audio"
     if (not m.speech_input or m.has_transcript) and not item.text:
@@ -171,6 +175,7 @@ def make_sample(item: ManifestItem, mode: str, audio_features: AudioFeatures | N
         history=history,
         system_prompt=item.system,
         transcript_only=_replyless(item),
+        text_target=item.text_target,
     )
 
 

@@ -80,6 +80,12 @@ class ManifestItem:
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys, written back unchanged
     where: str = field(default="", compare=False, repr=False)  # "file:line" for error messages
 
+    @property
+    def text_target(self) -> bool:
+        """False for a reply whose text is an input only (`"text_target": false`, e.g.
+        `training.data.counterfactual`): training learns its speech, never its text."""
+        return self.extra.get("text_target", True) is not False
+
     def audio_paths(self) -> list[Path]:
         """User-speech files of this item (history turns first, then the current turn)."""
         paths = [h.audio for h in self.history if h.audio is not None]
@@ -227,6 +233,8 @@ def _parse_item(record: dict[str, Any], root: Path, where: str, check_files: boo
     )
     if item.text is None and item.audio is None:
         raise ManifestError(f"{where}: an item needs the user's 'text' or 'audio' (or both)")
+    if not isinstance(record.get("text_target", True), bool):
+        raise ManifestError(f"{where}: 'text_target' must be true or false")
     return item
 
 

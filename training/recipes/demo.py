@@ -39,16 +39,7 @@ Stages (each skipped when its output exists, so an interrupted build continues):
   9. gspo      training.recipes.gspo on the arithmetic questions, math-answer reward
   10. export   the result in bf16 to --out (<= 30 MB); a model card (README.md, *.png) already there is kept
 
---continue_from DIR trains an exported demo checkpoint further instead: prepare (with DIR's codec, so
-the reply tokens are DIR's), --continue_steps more steps with the Core-Cocktail stage-2 settings (the
-same CoM mix, learning rate and augmentation; --numeracy_items, --weight_decay), GSPO, export;
---continue_ctc_steps / --continue_adapter_ctc_steps first train its ear further (encoder CTC, then
-adapter CTC, at half the from-scratch learning rate; with --general_speech the encoder CTC hears
-English beyond the domain); --continue_t2t_steps first trains the LLM alone on the training texts +
-the --numeracy_items (T2T, lr 1e-3, weight decay), which the stage-2 mix does not teach;
---speech_delay N / --srh_text_condition true / --srh_text_embedding true switch the checkpoint's
-layout first (its weights as they are, a new SRH text embedding at zero; the steps after it learn the
-new one):
+--continue_from DIR trains an exported demo checkpoint further instead (training.recipes.demo_continue):
 
     python -m training.recipes.demo --continue_from checkpoints/demo --work_dir runs/demo_more --out checkpoints/demo
 """
@@ -72,6 +63,7 @@ from training.recipes.demo_prepare import (
     SPEECH_TRAIN,
     prepare,
     speech_manifest,
+    with_counterfactual,
     with_numeracy,
 )
 
@@ -198,6 +190,12 @@ class DemoConfig:
         "text-only arithmetic items beyond the corpus's operands (the corpus's numeracy.jsonl, python -m "
         "training.data.numeracy) added to the T2T samples of the text-LLM, cocktail and continued steps",
     )
+    counterfactual_items: int = arg(
+        0,
+        "training questions with wrong spoken replies whose text is an input only (the corpus's "
+        "counterfactual.jsonl, python -m training.data.counterfactual) added to the cocktail and continued "
+        "stage-2 steps as T2M/S2M samples, so that the speech learns to say what the text says",
+    )
     continue_from: str = arg(
         "",
         "an exported demo checkpoint to train further (stage-2 settings, then GSPO) instead of a new build",
@@ -223,8 +221,8 @@ class DemoConfig:
             )
         if self.speech_delay < 0:
             raise ValueError(f"--speech_delay must be >= 0, got {self.speech_delay}")
-        if self.numeracy_items < 0:
-            raise ValueError(f"--numeracy_items must be >= 0, got {self.numeracy_items}")
+        if min(self.numeracy_items, self.counterfactual_items) < 0:
+            raise ValueError("--numeracy_items and --counterfactual_items must be >= 0")
         if not 0.0 <= self.speech_splice <= 1.0:
             raise ValueError(f"--speech_splice must be in [0, 1], got {self.speech_splice}")
 
@@ -349,7 +347,7 @@ def run(cfg: DemoConfig) -> Path:
             core_cocktail.CoreCocktailConfig(
                 init=str(align / "final"),
                 base_llm=str(text_llm / "final"),
-                train_manifest=with_numeracy(cfg, speech_train),
+                train_manifest=with_counterfactual(cfg, with_numeracy(cfg, speech_train)),
                 output_dir=str(cocktail),
                 mel_cache=mels,
                 modes=list(MODE_NAMES),

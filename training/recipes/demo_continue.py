@@ -1,7 +1,14 @@
 """The demo pipeline's --continue_from path: an exported demo checkpoint trained further.
 
-Its ear first when asked (encoder CTC, adapter CTC), then the LLM alone on text when asked
-(--continue_t2t_steps), then --continue_steps with the Core-Cocktail stage-2 settings, GSPO, export.
+`demo --continue_from DIR`: prepare (with DIR's codec, so the reply tokens are DIR's), then
+--continue_steps more steps with the Core-Cocktail stage-2 settings (the same CoM mix, learning rate
+and augmentation; --numeracy_items, --counterfactual_items, --weight_decay), GSPO, export. Before
+them, when asked: --speech_delay N / --srh_text_condition true / --srh_text_embedding true switch
+the checkpoint's layout (its weights as they are, a new SRH text embedding at zero);
+--continue_ctc_steps / --continue_adapter_ctc_steps train its ear further (encoder CTC, then adapter
+CTC, at half the from-scratch learning rate; with --general_speech the encoder CTC hears English
+beyond the domain); --continue_t2t_steps train the LLM alone on the training texts + the
+--numeracy_items (T2T, lr 1e-3, weight decay), which the stage-2 mix does not teach.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from training.recipes.demo import (
 )
 from training.recipes.demo_ear import stage_done, train_ear
 from training.recipes.demo_export import export
-from training.recipes.demo_prepare import with_numeracy
+from training.recipes.demo_prepare import with_counterfactual, with_numeracy
 
 CONTINUE_T2T_LR, CONTINUE_T2T_TOKENS = (1e-3, 1e-4), 1500  # --continue_t2t_steps: peak, final lr; batch
 
@@ -61,7 +68,7 @@ def continue_training(cfg: DemoConfig, work: Path, speech_train: str, common: di
         sft.run(
             sft.SFTConfig(
                 init=str(heard),
-                train_manifest=with_numeracy(cfg, speech_train),
+                train_manifest=with_counterfactual(cfg, with_numeracy(cfg, speech_train)),
                 output_dir=str(more),
                 mel_cache=str(work / "mels"),
                 modes=list(MODE_NAMES),

@@ -8,7 +8,8 @@ manifests: `speech_train.tokens.jsonl` (--extra_voices: train + train_extra),
 CTC, and with --general_tokenizer, whose BPE learns those sentences too, for the adapter CTC) and
 `question_words_train.tokens.jsonl` (--question_words: the speech stages' manifest + the training
 questions' words in new orders, for both CTC stages; `ear_train` holds them too).
-`with_numeracy` adds --numeracy_items text-only arithmetic items to a manifest (T2T stages).
+`with_numeracy` adds --numeracy_items text-only arithmetic items to a manifest (T2T stages),
+`with_counterfactual` --counterfactual_items replies whose speech alone is a target (T2M/S2M).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from training.data.counterfactual import SPLIT as COUNTERFACTUAL_SPLIT
 from training.data.numeracy import FILE as NUMERACY_FILE
 
 if TYPE_CHECKING:
@@ -96,6 +98,23 @@ def with_numeracy(cfg: DemoConfig, manifest: str) -> str:
         + "\n".join(lines[: cfg.numeracy_items])
         + "\n"
     )
+    return str(out)
+
+
+def with_counterfactual(cfg: DemoConfig, manifest: str) -> str:
+    """`manifest` followed by the first --counterfactual_items items of counterfactual.tokens.jsonl
+    (`training.data.counterfactual`, tokenised by `prepare` beside `manifest`), written beside it;
+    `manifest` itself when --counterfactual_items is 0."""
+    if not cfg.counterfactual_items:
+        return manifest
+    base = Path(manifest)
+    lines = [x for x in (base.parent / f"{COUNTERFACTUAL_SPLIT}.tokens.jsonl").read_text().splitlines() if x]
+    if len(lines) < cfg.counterfactual_items:
+        raise ValueError(f"--counterfactual_items {cfg.counterfactual_items}: only {len(lines)} items")
+    out = base.with_name(f"{base.name.removesuffix('.jsonl')}.counterfactual{cfg.counterfactual_items}.jsonl")
+    text = base.read_text()
+    sep = "" if not text or text.endswith("\n") else "\n"
+    out.write_text(text + sep + "\n".join(lines[: cfg.counterfactual_items]) + "\n")
     return str(out)
 
 
@@ -205,6 +224,13 @@ def prepare(cfg: DemoConfig, work: Path) -> None:
         splits.append(QUESTION_WORDS_SPLIT)
     if cfg.numeracy_items and _spoken_numeracy(corpus):
         splits.append(NUMERACY_SPLIT)  # training.data.numeracy --speak: reply tokens for T2M samples
+    if cfg.counterfactual_items:
+        if not (corpus / f"{COUNTERFACTUAL_SPLIT}.jsonl").is_file():
+            raise FileNotFoundError(
+                f"--counterfactual_items: {corpus / COUNTERFACTUAL_SPLIT}.jsonl is missing; add it with "
+                f"python -m training.data.counterfactual --corpus {corpus}"
+            )
+        splits.append(COUNTERFACTUAL_SPLIT)
     for split in splits:
         target = work / f"{split}.tokens.jsonl"
         if target.is_file():

@@ -186,3 +186,21 @@ def test_loss_only_on_the_assistant_turn(tokenizer, builder):
         assert not has_target[: prompt_length - 1].any(), sample.mode
         assert has_target[prompt_length - 1 :].all(), sample.mode
         assert prompt_length - 1 > starts[-1]  # after the trained turn's assistant header
+
+
+def test_a_reply_whose_text_is_an_input_only_trains_its_speech_in_t2m_and_s2m(tokenizer, builder):
+    """`"text_target": false` (training.data.counterfactual): only S2M / T2M, the same positions,
+    inputs and speech targets as the item with its text as a target, and no text target at all."""
+    item = replace(golden_item(), extra={"text_target": False})
+    skipped = Counter()
+    assert select_modes(item, skipped=skipped) == ["S2M", "T2M"]
+    assert {mode for mode, _ in skipped} == {"S2T", "T2T", "STC", "SAC", "SUC"}
+    full = {s.mode: builder.example(s) for s in expand(golden_item(), audio_features=fake_mels)}
+    for sample in expand(item, audio_features=fake_mels):
+        assert not sample.text_target
+        example, reference = builder.example(sample), full[sample.mode]
+        assert (example.text_targets == IGNORE).all()
+        assert torch.equal(example.input_ids, reference.input_ids)
+        assert torch.equal(example.speech_inputs, reference.speech_inputs)
+        assert torch.equal(example.speech_targets, reference.speech_targets)
+        assert (reference.text_targets != IGNORE).any()

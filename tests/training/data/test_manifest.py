@@ -85,6 +85,10 @@ def test_paths_resolve_against_the_manifest_folder(corpus, tmp_path):
         ({"id": "x", "text": "hi", "reply_text": "yo", "history": [{"text": "a"}]}, r"history\[0\]: missing"),
         ({"id": "x", "audio": "wav/missing.wav", "reply_text": "yo"}, "audio file not found"),
         ({"id": "a", "text": "again", "reply_text": "yo"}, r"duplicate id 'a' \(first at .*m.jsonl:1\)"),
+        (
+            {"id": "x", "text": "hi", "reply_text": "yo", "text_target": "no"},
+            "'text_target' must be true or false",
+        ),
     ],
 )
 def test_errors_name_the_line(tmp_path, line, message):
@@ -192,3 +196,19 @@ def test_preference_pairs_from_storage_export(tmp_path):
     assert (
         chosen.system_prompt == "sys S2M" and chosen.reply_speech == [1, 2, 3] and rejected.reply_speech == []
     )
+
+
+def test_text_target_defaults_to_true_and_survives_a_round_trip(tmp_path):
+    manifest = write_lines(
+        tmp_path / "m.jsonl",
+        [
+            {"id": "a", "text": "hi", "reply_text": "yo"},
+            {"id": "b", "text": "hi", "reply_text": "no", "text_target": False},
+        ],
+    )
+    a, b = read_manifest(manifest)
+    assert a.text_target and not b.text_target
+    assert [i.text_target for i in read_manifest(write_manifest([a, b], tmp_path / "out.jsonl"))] == [
+        True,
+        False,
+    ]
