@@ -89,16 +89,7 @@ def with_numeracy(cfg: DemoConfig, manifest: str) -> str:
     lines = [line for line in source.read_text().splitlines() if line.strip()]
     if len(lines) < cfg.numeracy_items:
         raise ValueError(f"--numeracy_items {cfg.numeracy_items}: {source} holds only {len(lines)} items")
-    base = Path(manifest)
-    text = base.read_text()
-    out = base.with_name(f"{base.name.removesuffix('.jsonl')}.numeracy{cfg.numeracy_items}.jsonl")
-    out.write_text(
-        text
-        + ("" if not text or text.endswith("\n") else "\n")
-        + "\n".join(lines[: cfg.numeracy_items])
-        + "\n"
-    )
-    return str(out)
+    return _joined(manifest, lines[: cfg.numeracy_items], f"numeracy{cfg.numeracy_items}")
 
 
 def with_counterfactual(cfg: DemoConfig, manifest: str) -> str:
@@ -111,10 +102,16 @@ def with_counterfactual(cfg: DemoConfig, manifest: str) -> str:
     lines = [x for x in (base.parent / f"{COUNTERFACTUAL_SPLIT}.tokens.jsonl").read_text().splitlines() if x]
     if len(lines) < cfg.counterfactual_items:
         raise ValueError(f"--counterfactual_items {cfg.counterfactual_items}: only {len(lines)} items")
-    out = base.with_name(f"{base.name.removesuffix('.jsonl')}.counterfactual{cfg.counterfactual_items}.jsonl")
+    return _joined(manifest, lines[: cfg.counterfactual_items], f"counterfactual{cfg.counterfactual_items}")
+
+
+def _joined(manifest: str, lines: list[str], tag: str) -> str:
+    """`manifest` followed by `lines`, written beside it as <name>.<tag>.jsonl (audio paths stay
+    relative to the same folder)."""
+    base = Path(manifest)
     text = base.read_text()
-    sep = "" if not text or text.endswith("\n") else "\n"
-    out.write_text(text + sep + "\n".join(lines[: cfg.counterfactual_items]) + "\n")
+    out = base.with_name(f"{base.name.removesuffix('.jsonl')}.{tag}.jsonl")
+    out.write_text(text + ("" if not text or text.endswith("\n") else "\n") + "\n".join(lines) + "\n")
     return str(out)
 
 
