@@ -381,3 +381,29 @@ def test_counterfactual_replies_get_reply_tokens_and_join_stage_2_as_speech_only
         with_counterfactual(_cfg(corpus, work, counterfactual_items=6), base)
     with pytest.raises(ValueError, match="counterfactual_items"):
         _cfg(corpus, work, counterfactual_items=-1)
+
+
+@needs_tts
+def test_paraphrases_join_the_speech_training_manifest_with_their_sources_reply_tokens(tmp_path):
+    from training.data.paraphrases import main as paraphrases
+    from training.data.synth import main as synth
+
+    corpus, work = tmp_path / "corpus", tmp_path / "work"
+    synth(["--out", str(corpus), "--limit", "4", "--multiturn", "2", "--workers", "2"])
+    with pytest.raises(FileNotFoundError, match="training.data.paraphrases"):
+        demo.run(_cfg(corpus, work, paraphrases=True))
+    paraphrases(["--corpus", str(corpus), "--items", "5", "--workers", "2"])
+    demo.run(_cfg(corpus, work, paraphrases=True))
+    rows = lambda name: [json.loads(x) for x in (work / name).read_text().splitlines()]  # noqa: E731
+    train, extra, speech = (
+        rows("train.tokens.jsonl"),
+        rows("paraphrases.tokens.jsonl"),
+        rows(demo.SPEECH_TRAIN),
+    )
+    assert [r["id"] for r in speech] == [r["id"] for r in train] + [r["id"] for r in extra]
+    sources = {r["id"]: r for r in train}
+    assert len(extra) == 5
+    for item in extra:  # the training item's reply (same tokens), a new question and recording
+        source = sources[item["source"]]
+        assert item["reply_tokens"] == source["reply_tokens"] and item["text"] != source["text"]
+    assert demo.speech_manifest(_cfg(corpus, work), work).name == "train.tokens.jsonl"

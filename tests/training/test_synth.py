@@ -19,8 +19,10 @@ from training.data.synth import SIZES, SynthConfig, main, plan_corpus, plan_spli
 from training.data.tts import (
     ASSISTANT_VOICE,
     EXTRA_TRAIN_VOICES,
+    FESTIVAL_TRAIN_VOICES,
     USER_VOICES,
     Prosody,
+    engine_command,
     speak_assistant,
     spoken_form,
     synthesize,
@@ -30,6 +32,10 @@ from training.eval.scoring import contains_answer
 needs_tts = pytest.mark.skipif(
     shutil.which("flite") is None or shutil.which("espeak-ng") is None,
     reason="flite and espeak-ng are not installed (apt-get install flite espeak-ng); CI installs them",
+)
+needs_festival = pytest.mark.skipif(
+    shutil.which("text2wave") is None,
+    reason="festival is not installed (apt-get install festival festvox-kdlpc16k festvox-us-slt-hts); CI installs it",
 )
 MANIFEST_KEYS = {
     "id", "text", "audio", "reply_text", "reply_audio", "reply_tokens", "system", "history", "answers",
@@ -178,6 +184,34 @@ def test_config_errors_name_the_flag():
         SynthConfig(out="x", heldout_voices=(EXTRA_TRAIN_VOICES[0].name,))
     with pytest.raises(ValueError, match="--extra-voice-copies"):
         SynthConfig(out="x", extra_voice_copies=-1)
+    with pytest.raises(ValueError, match="--extra-voices"):
+        SynthConfig(out="x", extra_voices="mbrola")
+    with pytest.raises(ValueError, match="--heldout-voices"):  # festival voices are training-only too
+        SynthConfig(out="x", heldout_voices=(FESTIVAL_TRAIN_VOICES[0].name,))
+
+
+def test_festival_extra_voices_replace_the_espeak_ones_in_train_extra_only():
+    base = SynthConfig(out="unused", per_intent=12, eval_per_intent=4, multiturn=4, extra_voice_copies=1)
+    espeak, festival = (
+        plan_corpus(base),
+        plan_corpus(SynthConfig(**{**base.__dict__, "extra_voices": "festival"})),
+    )
+    for split in ("train", "validation", "test"):
+        assert festival.splits[split] == espeak.splits[split]
+    names = {v.name for v in FESTIVAL_TRAIN_VOICES}
+    assert {c["voice"] for c in festival.splits["train_extra"]} == names  # balanced: all four speak
+    assert [c["id"] for c in festival.splits["train_extra"]] == [
+        c["id"] for c in espeak.splits["train_extra"]
+    ]
+
+
+def test_festival_command_speeds_the_hts_voice_up_by_what_its_warp_will_slow_it_down():
+    warped = next(v for v in FESTIVAL_TRAIN_VOICES if v.warp == 0.78)
+    cmd = " ".join(engine_command(warped, "Hi.", "/tmp/x.wav", Prosody(rate=1.1, pitch=1.1)))
+    assert cmd.startswith("text2wave -eval (voice_cmu_us_slt_arctic_hts)") and cmd.endswith("-o /tmp/x.wav")
+    assert '(("-r" 1.282))' in cmd  # 1.1 / (0.78 * 1.1)
+    ked = " ".join(engine_command(FESTIVAL_TRAIN_VOICES[0], "Hi.", "/tmp/x.wav", Prosody(rate=1.25)))
+    assert "(voice_ked_diphone)" in ked and "Duration_Stretch 0.800" in ked and "hts_engine" not in ked
 
 
 def test_extra_voice_copies_add_training_voices_and_leave_the_splits_alone():
@@ -216,6 +250,31 @@ def test_every_voice_renders_16k_mono():
             assert 0.5 < wav.duration < 4.0 and np.abs(wav.samples).max() > 0.05, voice.name
     slow = synthesize("What is three plus four?", "flite-kal16", Prosody(rate=0.8)).duration
     fast = synthesize("What is three plus four?", "flite-kal16", Prosody(rate=1.25)).duration
+    assert slow > 1.3 * fast
+
+
+@needs_festival
+def test_festival_voices_render_16k_mono_and_the_warp_deepens_the_voice():
+    from training.eval.asr import transcribe
+
+    def pitch(wav) -> float:  # the strongest frequency in 60-400 Hz: about the mean F0
+        spectrum = np.abs(np.fft.rfft(wav.samples))
+        freqs = np.fft.rfftfreq(len(wav.samples), 1 / wav.sample_rate)
+        low = (freqs > 60) & (freqs < 400)
+        return float(freqs[low][np.argmax(spectrum[low])])
+
+    renderings = {
+        v.name: synthesize("What is the capital of France?", v, Prosody()) for v in FESTIVAL_TRAIN_VOICES
+    }
+    for name, wav in renderings.items():
+        assert wav.sample_rate == 16000 and wav.samples.ndim == 1 and wav.samples.dtype == np.float32
+        assert 1.0 < wav.duration < 4.0 and np.abs(wav.samples).max() > 0.05, name
+        assert "capital of france" in transcribe(wav), name  # the judge understands every one
+    deep, small = renderings["festival-hts-w78"], renderings["festival-hts-w110"]
+    assert 0.6 * pitch(small) < pitch(deep) < 0.8 * pitch(small)  # 0.78 / 1.1 = 0.71
+    assert abs(deep.duration - small.duration) < 0.1 * small.duration  # the warp keeps the duration
+    slow = synthesize("What is three plus four?", "festival-hts-w86", Prosody(rate=0.8)).duration
+    fast = synthesize("What is three plus four?", "festival-hts-w86", Prosody(rate=1.25)).duration
     assert slow > 1.3 * fast
 
 

@@ -5,7 +5,8 @@
 Output folder:
     train.jsonl, validation.jsonl, test.jsonl   one sample per line (format below)
     train_extra.jsonl                           with --extra-voice-copies N: every train item again,
-                                                N times, by more espeak-ng voices (training only)
+                                                N times, by more espeak-ng voices (training only;
+                                                --extra-voices festival: festival voices instead)
     multiturn.jsonl                             a few conversations (history filled), key "split"
     corpus.json                                 summary: counts per split / category / voice, held-outs
     audio/<split>/<id>_<hash>.wav               user questions, 16 kHz mono PCM-16
@@ -248,8 +249,15 @@ def parse_args(argv: Sequence[str] | None = None) -> SynthConfig:
         "--extra-voice-copies",
         type=int,
         default=0,
-        help="render every train item N more times by extra espeak-ng voices (train_extra.jsonl); "
+        help="render every train item N more times by extra voices (train_extra.jsonl); "
         "validation, test and the held-out voices are unchanged",
+    )
+    parser.add_argument(
+        "--extra-voices",
+        choices=("espeak", "festival"),
+        default="espeak",
+        help="the extra voices: ten more espeak-ng variants, or festival's ked and three vocal-tract "
+        "warps of its HTS slt (apt-get install festival festvox-kdlpc16k festvox-us-slt-hts) (default espeak)",
     )
     args = parser.parse_args(argv)
     per_intent, eval_per_intent, multiturn = SIZES[args.size]
@@ -264,6 +272,7 @@ def parse_args(argv: Sequence[str] | None = None) -> SynthConfig:
             heldout_voices=tuple(v.strip() for v in args.heldout_voices.split(",") if v.strip()),
             heldout_combo_fraction=args.heldout_combo_fraction,
             extra_voice_copies=args.extra_voice_copies,
+            extra_voices=args.extra_voices,
             workers=args.workers,
             limit=args.limit,
         )

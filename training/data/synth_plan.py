@@ -21,7 +21,7 @@ from training.data.qa_domain import (
     conversation,
     render,
 )
-from training.data.tts import ASSISTANT_VOICE, EXTRA_TRAIN_VOICES, USER_VOICES
+from training.data.tts import ASSISTANT_VOICE, EXTRA_VOICE_SETS, USER_VOICES
 
 SPLITS = ("train", "validation", "test")
 EXTRA_SPLIT = "train_extra"  # more training voices (SynthConfig.extra_voice_copies); never evaluated
@@ -45,7 +45,8 @@ class SynthConfig:
     rate_range: tuple[float, float] = (0.85, 1.2)  # user speaking-rate factor, uniform
     pitch_range: tuple[float, float] = (0.88, 1.12)  # user pitch factor, uniform
     peak_range: tuple[float, float] = (0.35, 0.95)  # user peak level after normalisation, uniform
-    extra_voice_copies: int = 0  # extra renderings of each train item by EXTRA_TRAIN_VOICES (train_extra)
+    extra_voice_copies: int = 0  # extra renderings of each train item by the extra voices (train_extra)
+    extra_voices: str = "espeak"  # which extra voices (tts.EXTRA_VOICE_SETS): espeak-ng or festival
     workers: int = 2  # parallel TTS processes
     limit: int | None = None  # keep only the first N items (and conversations) of each split
 
@@ -63,6 +64,10 @@ class SynthConfig:
             raise ValueError("--heldout-combo-fraction must be in (0, 0.5)")
         if self.extra_voice_copies < 0:
             raise ValueError("--extra-voice-copies must be >= 0")
+        if self.extra_voices not in EXTRA_VOICE_SETS:
+            raise ValueError(
+                f"--extra-voices must be one of {sorted(EXTRA_VOICE_SETS)}, got {self.extra_voices!r}"
+            )
         if self.workers < 1:
             raise ValueError("--workers must be >= 1")
         if self.limit is not None and self.limit < 1:
@@ -289,10 +294,10 @@ def plan_corpus(config: SynthConfig) -> CorpusPlan:
 
 
 def _extra_train_items(config: SynthConfig, train: list[dict]) -> list[dict]:
-    """`extra_voice_copies` more renderings of every train item, each by one of EXTRA_TRAIN_VOICES
-    with its own prosody; ids `<train id>-x<copy>`, otherwise the item unchanged."""
+    """`extra_voice_copies` more renderings of every train item, each by one of the `extra_voices`
+    set with its own prosody; ids `<train id>-x<copy>`, otherwise the item unchanged."""
     rng = random.Random(f"{config.seed}:items:{EXTRA_SPLIT}")
-    voices = _balanced(rng, [v.name for v in EXTRA_TRAIN_VOICES])
+    voices = _balanced(rng, [v.name for v in EXTRA_VOICE_SETS[config.extra_voices]])
     items = []
     for copy in range(1, config.extra_voice_copies + 1):
         for item in train:

@@ -1,7 +1,10 @@
-"""Text-to-speech voices of the synthetic corpus: Debian's flite and espeak-ng, called as programs.
+"""Text-to-speech voices of the synthetic corpus: Debian's flite, espeak-ng and festival, called as
+programs.
 
 User questions are spoken by several voices (flite's diphone and clustergen voices, espeak-ng
-variants), each with a per-utterance speaking-rate and pitch perturbation; the assistant always
+variants; for extra training renderings only, more espeak-ng variants or festival's `ked` diphone
+voice and its HTS `slt` voice with a warped vocal tract), each with a per-utterance speaking-rate
+and pitch perturbation; the assistant always
 speaks with one fixed voice, flite `slt` with its default settings (the embedded units codec is
 fitted to that one voice, DESIGN.md §5). Every rendering is returned as 16 kHz mono float32.
 
@@ -34,10 +37,13 @@ class Voice:
     """One TTS voice and the range of its per-utterance perturbation."""
 
     name: str  # corpus name, e.g. "flite-kal16" or "espeak-en+m3"
-    engine: str  # "flite" or "espeak-ng"
-    voice: str  # the engine's voice id ("kal16", "en+m3")
+    engine: str  # "flite", "espeak-ng" or "festival"
+    voice: str  # the engine's voice id ("kal16", "en+m3", festival's "ked_diphone")
     base_pitch: float | None = None  # flite: the voice's mean F0 in Hz (None: pitch cannot be moved)
     vary: bool = True  # False: always the engine's defaults (the assistant voice)
+    # every frequency (F0 and formants: a smaller or larger speaker) scaled by this factor, by
+    # resampling the rendering (its duration is kept: the engine speaks faster or slower first)
+    warp: float | None = None
 
 
 @dataclass(frozen=True)
@@ -79,8 +85,26 @@ EXTRA_TRAIN_VOICES: tuple[Voice, ...] = tuple(
         "en-us+m6",
     )
 )
+# festival (Debian festival, festvox-kdlpc16k, festvox-us-slt-hts), also only for extra training
+# renderings (`--extra-voices festival`): the diphone voice ked and three speakers made from the HTS
+# voice slt by scaling all its frequencies (0.78 and 0.86: larger, deeper speakers; 1.1: smaller),
+# so that the ear hears statistical-parametric voices other than flite awb (the held-out flite rms
+# is one, and the one it hears worst). Festival's HTS engine ignores its own all-pass and F0 options.
+FESTIVAL_TRAIN_VOICES: tuple[Voice, ...] = (
+    Voice("festival-ked", "festival", "ked_diphone"),
+    Voice("festival-hts-w78", "festival", "cmu_us_slt_arctic_hts", warp=0.78),
+    Voice("festival-hts-w86", "festival", "cmu_us_slt_arctic_hts", warp=0.86),
+    Voice("festival-hts-w110", "festival", "cmu_us_slt_arctic_hts", warp=1.10),
+)
+EXTRA_VOICE_SETS = {"espeak": EXTRA_TRAIN_VOICES, "festival": FESTIVAL_TRAIN_VOICES}  # --extra-voices
 ASSISTANT_VOICE = Voice("flite-slt", "flite", "slt", vary=False)
-VOICES = {v.name: v for v in (*USER_VOICES, *EXTRA_TRAIN_VOICES, ASSISTANT_VOICE)}
+VOICES = {v.name: v for v in (*USER_VOICES, *EXTRA_TRAIN_VOICES, *FESTIVAL_TRAIN_VOICES, ASSISTANT_VOICE)}
+PROGRAMS = {"flite": "flite", "espeak-ng": "espeak-ng", "festival": "text2wave"}  # engine -> program
+PACKAGES = {
+    "flite": "flite",
+    "espeak-ng": "espeak-ng",
+    "festival": "festival festvox-kdlpc16k festvox-us-slt-hts",
+}
 
 ESPEAK_DEFAULT_WPM = 175  # espeak-ng's default speaking rate (words per minute)
 ESPEAK_DEFAULT_PITCH = 50  # espeak-ng's default pitch (0..99)
@@ -98,7 +122,8 @@ def spoken_form(text: str) -> str:
 
 
 def engine_command(voice: Voice, text: str, out_path: str, prosody: Prosody) -> list[str]:
-    """The command line that renders `text` to the WAV file `out_path`."""
+    """The command line that renders `text` to the WAV file `out_path` (festival's text2wave reads
+    `text` from its standard input instead)."""
     if voice.engine == "flite":
         cmd = ["flite", "-voice", voice.voice]
         if voice.vary:
@@ -112,12 +137,25 @@ def engine_command(voice: Voice, text: str, out_path: str, prosody: Prosody) -> 
             pitch = int(round(min(99, max(0, ESPEAK_DEFAULT_PITCH * prosody.pitch))))
             cmd += ["-s", str(int(round(ESPEAK_DEFAULT_WPM * prosody.rate))), "-p", str(pitch)]
         return [*cmd, "-w", out_path, text]
+    if voice.engine == "festival":
+        cmd = ["text2wave", "-eval", f"(voice_{voice.voice})"]
+        if voice.warp is not None:  # HTS: its speed option, so that the warp keeps the duration
+            speed = prosody.rate / _warp(voice, prosody)
+            cmd += ["-eval", f'(set! hts_engine_params (append hts_engine_params \'(("-r" {speed:.3f}))))']
+        elif voice.vary:
+            cmd += ["-eval", f"(Parameter.set 'Duration_Stretch {1.0 / prosody.rate:.3f})"]
+        return [*cmd, "-o", out_path]
     raise ValueError(f"unknown TTS engine {voice.engine!r}")
+
+
+def _warp(voice: Voice, prosody: Prosody) -> float:
+    """The frequency factor of a warped voice's utterance: its own times the pitch perturbation."""
+    return voice.warp * (prosody.pitch if voice.vary else 1.0)
 
 
 def available_engines() -> dict[str, bool]:
     """Which TTS programs are on PATH."""
-    return {name: shutil.which(name) is not None for name in ("flite", "espeak-ng")}
+    return {name: shutil.which(program) is not None for name, program in PROGRAMS.items()}
 
 
 def synthesize(text: str, voice: Voice | str, prosody: Prosody = Prosody()) -> Waveform:
@@ -136,16 +174,20 @@ def synthesize(text: str, voice: Voice | str, prosody: Prosody = Prosody()) -> W
     from core.audio import resample
 
     voice = VOICES[voice] if isinstance(voice, str) else voice
-    if shutil.which(voice.engine) is None:
-        raise TTSError(f"{voice.engine} is not installed (apt-get install {voice.engine})")
+    if shutil.which(PROGRAMS[voice.engine]) is None:
+        raise TTSError(f"{voice.engine} is not installed (apt-get install {PACKAGES[voice.engine]})")
     with tempfile.TemporaryDirectory(prefix="drvoice-tts-") as tmp:
         out = str(Path(tmp) / "out.wav")
-        cmd = engine_command(voice, spoken_form(text), out, prosody)
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        spoken = spoken_form(text)
+        cmd = engine_command(voice, spoken, out, prosody)
+        stdin = spoken if voice.engine == "festival" else None
+        proc = subprocess.run(cmd, capture_output=True, text=True, input=stdin)
         if proc.returncode != 0 or not Path(out).exists():
             raise TTSError(f"{' '.join(cmd[:3])} failed ({proc.returncode}): {proc.stderr.strip()[:300]}")
         samples, sample_rate = sf.read(out, dtype="float32", always_2d=True)
     samples = samples.mean(axis=1)  # (num_samples,) mono
+    if voice.warp is not None:  # played as if recorded at a rate `warp` times higher (or lower)
+        sample_rate = int(round(sample_rate * _warp(voice, prosody)))
     if sample_rate != SAMPLE_RATE:
         samples = resample(samples, sample_rate, SAMPLE_RATE)
     return Waveform(np.ascontiguousarray(samples, dtype=np.float32), SAMPLE_RATE)

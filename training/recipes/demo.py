@@ -12,7 +12,8 @@ Stages (each skipped when its output exists, so an interrupted build continues):
                tiny Qwen2 LLM, the units codec fitted on the assistant voice (train split), reply
                tokens + user log-mels
                (--extra_voices: also of train_extra, the train items spoken by more voices, which
-               the ctc, adapter, align and cocktail stages then train on as well)
+               the ctc, adapter, align and cocktail stages then train on as well; --paraphrases:
+               also of paraphrases, the training questions in more phrasings, the same way)
   2. build     training.recipes.build: LLM + small Whisper-style encoder + SRH + codec
   3. text_llm  the base LLM M0: the tiny LLM trained on the text-only (T2T) version of the corpus
                (--numeracy_items N: plus N text-only arithmetic items beyond the corpus's operands,
@@ -147,6 +148,11 @@ class DemoConfig:
         False,
         "ctc, adapter, align and cocktail also train on the corpus's train_extra.jsonl "
         "(training.data.synth --extra-voice-copies)",
+    )
+    paraphrases: bool = arg(
+        False,
+        "ctc, adapter, align and cocktail also train on the corpus's paraphrases.jsonl (training "
+        "questions in more phrasings, python -m training.data.paraphrases)",
     )
     general_speech: bool = arg(
         False,

@@ -3,7 +3,8 @@
 `prepare` writes into the work folder: the text tokenizer and the random tiny LLM (new builds only),
 the units codec (fitted on the assistant replies of the train split, or copied from
 --continue_from), reply tokens and cached user log-mels of every split, and the speech stages'
-manifests: `speech_train.tokens.jsonl` (--extra_voices: train + train_extra),
+manifests: `speech_train.tokens.jsonl` (train, + train_extra with --extra_voices, + paraphrases
+with --paraphrases),
 `ear_train.tokens.jsonl` (--general_speech: those + the general-English sentences, for the encoder
 CTC, and with --general_tokenizer, whose BPE learns those sentences too, for the adapter CTC) and
 `question_words_train.tokens.jsonl` (--question_words: the speech stages' manifest + the training
@@ -23,13 +24,14 @@ import torch
 
 from training.data.counterfactual import SPLIT as COUNTERFACTUAL_SPLIT
 from training.data.numeracy import FILE as NUMERACY_FILE
+from training.data.paraphrases import SPLIT as PARAPHRASE_SPLIT
 
 if TYPE_CHECKING:
     from training.recipes.demo import DemoConfig
 
 log = logging.getLogger(__name__)
 
-SPEECH_TRAIN = "speech_train.tokens.jsonl"  # --extra_voices: train + train_extra
+SPEECH_TRAIN = "speech_train.tokens.jsonl"  # train (+ train_extra) (+ paraphrases)
 # --general_speech: the speech stages' manifest + general (+ the question words)
 EAR_TRAIN = "ear_train.tokens.jsonl"
 QUESTION_WORDS_TRAIN = "question_words_train.tokens.jsonl"  # --question_words: the same + question words
@@ -38,9 +40,9 @@ NUMERACY_TOKENS = f"{NUMERACY_SPLIT}.tokens.jsonl"  # written by `prepare` when 
 
 
 def speech_manifest(cfg: DemoConfig, work: Path) -> Path:
-    """The speech stages' training manifest (ctc, adapter, align, cocktail): train, or with
-    --extra_voices train + train_extra."""
-    return work / (SPEECH_TRAIN if cfg.extra_voices else "train.tokens.jsonl")
+    """The speech stages' training manifest (ctc, adapter, align, cocktail): train, + train_extra
+    with --extra_voices, + paraphrases with --paraphrases."""
+    return work / (SPEECH_TRAIN if cfg.extra_voices or cfg.paraphrases else "train.tokens.jsonl")
 
 
 def general_manifest(corpus: Path, words: str = "english") -> Path:
@@ -213,6 +215,13 @@ def prepare(cfg: DemoConfig, work: Path) -> None:
                 "python -m training.data.synth --extra-voice-copies 1 (existing files are kept)"
             )
         splits.append(EXTRA_SPLIT)
+    if cfg.paraphrases:
+        if not (corpus / f"{PARAPHRASE_SPLIT}.jsonl").is_file():
+            raise FileNotFoundError(
+                f"--paraphrases: {corpus / PARAPHRASE_SPLIT}.jsonl is missing; add it with "
+                f"python -m training.data.paraphrases --corpus {corpus}"
+            )
+        splits.append(PARAPHRASE_SPLIT)
     if cfg.general_speech:
         general_manifest(corpus)
         splits.append(GENERAL_SPLIT)
@@ -235,9 +244,9 @@ def prepare(cfg: DemoConfig, work: Path) -> None:
         items = tokenize_manifest(read_manifest(corpus / f"{split}.jsonl"), codec, progress=True)
         precompute_mels(items, cache, progress=True)
         write_manifest(items, target)
-    if cfg.extra_voices:  # the speech stages' manifest: every train item, then its extra renderings
-        parts = [(work / f"{s}.tokens.jsonl").read_text() for s in ("train", EXTRA_SPLIT)]
-        (work / SPEECH_TRAIN).write_text("".join(parts))
+    if cfg.extra_voices or cfg.paraphrases:  # the speech stages' manifest: train, then the extra items
+        names = ["train"] + [EXTRA_SPLIT] * cfg.extra_voices + [PARAPHRASE_SPLIT] * cfg.paraphrases
+        (work / SPEECH_TRAIN).write_text("".join((work / f"{s}.tokens.jsonl").read_text() for s in names))
     words = [work / f"{QUESTION_WORDS_SPLIT}.tokens.jsonl"] if cfg.question_words else []
     if cfg.question_words:  # the ear's CTC manifest: the speech stages' items, then the question words
         (work / QUESTION_WORDS_TRAIN).write_text(
