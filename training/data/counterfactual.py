@@ -146,15 +146,9 @@ def build_items(
 
 def write(corpus: Path, cfg: CounterfactualConfig, workers: int = 2) -> Path:
     from training.data.numeracy import speak
+    from training.data.synth import read_corpus
 
-    meta_path, train_path = corpus / "corpus.json", corpus / "train.jsonl"
-    for path in (meta_path, train_path):
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path} not found: build the corpus first (python -m training.data.synth)"
-            )
-    meta = json.loads(meta_path.read_text())
-    train = [json.loads(line) for line in train_path.read_text().splitlines() if line.strip()]
+    meta, train = read_corpus(corpus)
     items, summary = build_items(cfg, train, meta.get("heldout_combos", {}))
     summary["spoken_replies"] = len({item["reply_text"] for item in items})
     speak(corpus, items, workers)

@@ -234,18 +234,11 @@ def build_items(
 def write(corpus: Path, n: int, seed: int = 0, workers: int = 2, progress: bool = True) -> dict:
     """Checks the phrasings against the corpus's held-out ones, renders `n` items into `corpus` and
     writes paraphrases.jsonl / .json; returns the summary."""
-    from training.data.synth import _write_jsonl, render_audio, user_job
+    from training.data.synth import _write_jsonl, read_corpus, render_audio, user_job
     from training.data.synth_plan import SynthConfig
 
-    meta_path, train_path = corpus / "corpus.json", corpus / "train.jsonl"
-    for path in (meta_path, train_path):
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path} not found: build the corpus first (python -m training.data.synth)"
-            )
-    meta = json.loads(meta_path.read_text())
+    meta, train = read_corpus(corpus)
     phrasings = allowed_phrasings(EXTRA_PHRASINGS, heldout_indices(meta))
-    train = [json.loads(line) for line in train_path.read_text().splitlines() if line.strip()]
     config = SynthConfig(
         out=str(corpus), **{k: tuple(v) for k, v in meta["config"].items() if k.endswith("_range")}
     )

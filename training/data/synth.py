@@ -214,6 +214,19 @@ def build_corpus(config: SynthConfig, progress: bool = True) -> dict:
     return summary
 
 
+def read_corpus(corpus: Path) -> tuple[dict, list[dict]]:
+    """A built corpus's summary (corpus.json) and its train.jsonl records; FileNotFoundError naming
+    the command that builds it when either is missing."""
+    meta_path, train_path = corpus / "corpus.json", corpus / "train.jsonl"
+    for path in (meta_path, train_path):
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} not found: build the corpus first (python -m training.data.synth)"
+            )
+    train = [json.loads(line) for line in train_path.read_text().splitlines() if line.strip()]
+    return json.loads(meta_path.read_text()), train
+
+
 def _write_jsonl(path: Path, records: list[dict]) -> None:
     tmp = path.with_suffix(".jsonl.part")
     with open(tmp, "w") as f:

@@ -156,6 +156,12 @@ def refit_decoder(cfg: DemoConfig, corpus: Path, codec_dir: Path) -> None:
     marker.write_text(json.dumps({"recordings": len(waves), "steps": cfg.codec_refit_steps}) + "\n")
 
 
+def _require(corpus: Path, split: str, flag: str, how: str) -> None:
+    """FileNotFoundError naming `flag` and `how` to make the file when the corpus has no <split>.jsonl."""
+    if not (corpus / f"{split}.jsonl").is_file():
+        raise FileNotFoundError(f"{flag}: {corpus / split}.jsonl is missing; {how}")
+
+
 def prepare(cfg: DemoConfig, work: Path) -> None:
     from transformers import AutoModelForCausalLM
 
@@ -209,18 +215,21 @@ def prepare(cfg: DemoConfig, work: Path) -> None:
     cache = MelCache(work / "mels", 80)
     splits = ["train", "validation", "test", "multiturn"]
     if cfg.extra_voices:
-        if not (corpus / f"{EXTRA_SPLIT}.jsonl").is_file():
-            raise FileNotFoundError(
-                f"--extra_voices: {corpus / EXTRA_SPLIT}.jsonl is missing; build the corpus with "
-                "python -m training.data.synth --extra-voice-copies 1 (existing files are kept)"
-            )
+        _require(
+            corpus,
+            EXTRA_SPLIT,
+            "--extra_voices",
+            "build the corpus with python -m training.data.synth "
+            "--extra-voice-copies 1 (existing files are kept)",
+        )
         splits.append(EXTRA_SPLIT)
     if cfg.paraphrases:
-        if not (corpus / f"{PARAPHRASE_SPLIT}.jsonl").is_file():
-            raise FileNotFoundError(
-                f"--paraphrases: {corpus / PARAPHRASE_SPLIT}.jsonl is missing; add it with "
-                f"python -m training.data.paraphrases --corpus {corpus}"
-            )
+        _require(
+            corpus,
+            PARAPHRASE_SPLIT,
+            "--paraphrases",
+            f"add it with python -m training.data.paraphrases --corpus {corpus}",
+        )
         splits.append(PARAPHRASE_SPLIT)
     if cfg.general_speech:
         general_manifest(corpus)
@@ -231,11 +240,12 @@ def prepare(cfg: DemoConfig, work: Path) -> None:
     if cfg.numeracy_items and _spoken_numeracy(corpus):
         splits.append(NUMERACY_SPLIT)  # training.data.numeracy --speak: reply tokens for T2M samples
     if cfg.counterfactual_items:
-        if not (corpus / f"{COUNTERFACTUAL_SPLIT}.jsonl").is_file():
-            raise FileNotFoundError(
-                f"--counterfactual_items: {corpus / COUNTERFACTUAL_SPLIT}.jsonl is missing; add it with "
-                f"python -m training.data.counterfactual --corpus {corpus}"
-            )
+        _require(
+            corpus,
+            COUNTERFACTUAL_SPLIT,
+            "--counterfactual_items",
+            f"add it with python -m training.data.counterfactual --corpus {corpus}",
+        )
         splits.append(COUNTERFACTUAL_SPLIT)
     for split in splits:
         target = work / f"{split}.tokens.jsonl"
