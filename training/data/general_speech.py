@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from training.data.synth import _write_jsonl, render_audio, user_job
-from training.data.synth_plan import SynthConfig, _prosody, _user_audio_path
+from training.data.synth_plan import _prosody, _user_audio_path, prosody_config
 
 logger = logging.getLogger(__name__)
 
@@ -109,9 +109,7 @@ def plan_general(
     voices = list(summary["user_voices"]["train"])
     if not voices:
         raise ValueError(f"{corpus / 'corpus.json'} lists no training voices")
-    config = SynthConfig(
-        out=str(corpus), **{k: tuple(v) for k, v in summary["config"].items() if k.endswith("_range")}
-    )
+    config = prosody_config(corpus, summary)
     rng = random.Random(f"{seed}:general:prosody")
     rng.shuffle(voices)
     records = []

@@ -235,14 +235,11 @@ def write(corpus: Path, n: int, seed: int = 0, workers: int = 2, progress: bool 
     """Checks the phrasings against the corpus's held-out ones, renders `n` items into `corpus` and
     writes paraphrases.jsonl / .json; returns the summary."""
     from training.data.synth import _write_jsonl, read_corpus, render_audio, user_job
-    from training.data.synth_plan import SynthConfig
+    from training.data.synth_plan import prosody_config
 
     meta, train = read_corpus(corpus)
     phrasings = allowed_phrasings(EXTRA_PHRASINGS, heldout_indices(meta))
-    config = SynthConfig(
-        out=str(corpus), **{k: tuple(v) for k, v in meta["config"].items() if k.endswith("_range")}
-    )
-    items = build_items(train, n, seed, config, phrasings)
+    items = build_items(train, n, seed, prosody_config(corpus, meta), phrasings)
     jobs = [user_job(r["text"], r["audio"], r["voice"], r["prosody"]) for r in items]
     rendered = render_audio(jobs, corpus, workers, progress)
     _write_jsonl(corpus / f"{SPLIT}.jsonl", items)

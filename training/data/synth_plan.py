@@ -11,6 +11,7 @@ import hashlib
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from training.data.qa_domain import (
     CONVERSATION_KINDS,
@@ -140,6 +141,13 @@ def reply_audio_path(reply_text: str) -> str:
 def _user_audio_path(split: str, item_id: str, text: str, voice: str, prosody: dict) -> str:
     tag = _digest(voice, prosody["rate"], prosody["pitch"], prosody["peak"], text)[:8]
     return f"audio/{split}/{item_id}_{tag}.wav"
+
+
+def prosody_config(corpus: str | Path, summary: dict) -> SynthConfig:
+    """A SynthConfig with the rate / pitch / peak ranges a built corpus was made with (its corpus.json
+    `summary`), for rendering more user speech in the same ranges."""
+    ranges = {k: tuple(v) for k, v in summary["config"].items() if k.endswith("_range")}
+    return SynthConfig(out=str(corpus), **ranges)
 
 
 def _prosody(rng: random.Random, config: SynthConfig) -> dict:
