@@ -21,11 +21,13 @@ from training.data.tts import (
     EXTRA_TRAIN_VOICES,
     FESTIVAL_TRAIN_VOICES,
     USER_VOICES,
+    VOCODED_TRAIN_VOICES,
     Prosody,
     engine_command,
     speak_assistant,
     spoken_form,
     synthesize,
+    vocode,
 )
 from training.eval.scoring import contains_answer
 
@@ -205,6 +207,63 @@ def test_festival_extra_voices_replace_the_espeak_ones_in_train_extra_only():
     ]
 
 
+def test_a_second_extra_voice_set_adds_its_own_copies_and_keeps_the_first_sets():
+    base = SynthConfig(
+        out="unused",
+        per_intent=12,
+        eval_per_intent=4,
+        multiturn=4,
+        extra_voice_copies=1,
+        extra_voices="festival",
+    )
+    festival = plan_corpus(base).splits["train_extra"]
+    both = plan_corpus(SynthConfig(**{**base.__dict__, "extra_voices": "festival,vocoded"})).splits[
+        "train_extra"
+    ]
+    assert both[: len(festival)] == festival  # the festival renderings are reused as they are
+    vocoded = both[len(festival) :]
+    assert len(vocoded) == len(festival)
+    assert [c["id"] for c in vocoded] == [f"{c['id']}.vocoded" for c in festival]
+    assert {c["voice"] for c in vocoded} == {v.name for v in VOCODED_TRAIN_VOICES}  # balanced
+    assert not {c["audio"] for c in vocoded} & {c["audio"] for c in festival}
+    for bad in ("festival,festival", "festival,nope", " , "):
+        with pytest.raises(ValueError, match="--extra-voices"):
+            SynthConfig(out="x", extra_voices=bad)
+
+
+def test_vocode_moves_the_pitch_and_the_formants_and_keeps_length_and_level():
+    import pyworld
+
+    rate, seconds = 16000, 0.8
+    t = np.arange(int(rate * seconds)) / rate
+    # a 120 Hz voice (harmonics falling as 1/k) through one resonance at 1000 Hz
+    harmonics = [
+        (k * 120.0, (1 + 6 * np.exp(-((((k * 120.0) - 1000.0) / 200.0) ** 2))) / k) for k in range(1, 60)
+    ]
+    voice = sum(a * np.sin(2 * np.pi * f * t) for f, a in harmonics).astype(np.float32)
+    voice *= 0.5 / np.abs(voice).max()
+
+    def f0(x):
+        track, _ = pyworld.dio(x.astype(np.float64), rate, frame_period=5.0)
+        return float(np.median(track[track > 0]))
+
+    def strongest(x):  # the frequency of the spectral peak above 300 Hz: the resonance
+        spectrum = np.abs(np.fft.rfft(x))
+        freqs = np.fft.rfftfreq(len(x), 1 / rate)
+        return float(freqs[freqs > 300][np.argmax(spectrum[freqs > 300])])
+
+    same = vocode(voice, rate, 1.0, 1.0)
+    lower = vocode(voice, rate, 0.6, 1.0)
+    brighter = vocode(voice, rate, 1.0, 1.3)
+    for out in (same, lower, brighter):
+        assert out.dtype == np.float32 and len(out) == len(voice)
+        assert abs(np.abs(out).max() - 0.5) < 1e-4  # the input's peak level
+    assert abs(f0(same) - 120) < 6 and abs(f0(lower) - 72) < 6
+    assert abs(strongest(same) - 1000) <= 130 and abs(strongest(brighter) - 1300) <= 130
+    with pytest.raises(ValueError, match="vocoder factors"):
+        vocode(voice, rate, 0.0, 1.0)
+
+
 def test_festival_command_speeds_the_hts_voice_up_by_what_its_warp_will_slow_it_down():
     warped = next(v for v in FESTIVAL_TRAIN_VOICES if v.warp == 0.78)
     cmd = " ".join(engine_command(warped, "Hi.", "/tmp/x.wav", Prosody(rate=1.1, pitch=1.1)))
@@ -276,6 +335,27 @@ def test_festival_voices_render_16k_mono_and_the_warp_deepens_the_voice():
     slow = synthesize("What is three plus four?", "festival-hts-w86", Prosody(rate=0.8)).duration
     fast = synthesize("What is three plus four?", "festival-hts-w86", Prosody(rate=1.25)).duration
     assert slow > 1.3 * fast
+
+
+@needs_festival
+@needs_tts
+def test_vocoded_voices_are_understood_and_speak_lower_than_their_source():
+    import pyworld
+
+    from training.eval.asr import transcribe
+
+    def f0(wav) -> float:
+        track, _ = pyworld.dio(wav.samples.astype(np.float64), wav.sample_rate, frame_period=5.0)
+        return float(np.median(track[track > 0]))
+
+    text = "What is the capital of France?"
+    for voice in VOCODED_TRAIN_VOICES:
+        wav = synthesize(text, voice, Prosody())
+        assert wav.sample_rate == 16000 and wav.samples.ndim == 1 and wav.samples.dtype == np.float32
+        assert "capital of france" in transcribe(wav), voice.name  # the judge understands every one
+    source = synthesize(text, "festival-hts-w110", Prosody())  # HTS slt, frequencies x 1.1
+    low = synthesize(text, "vocoded-hts-m1", Prosody())  # HTS slt, F0 x 0.58 through WORLD
+    assert 0.42 < f0(low) / f0(source) < 0.64  # 0.58 / 1.1 = 0.53
 
 
 @needs_tts

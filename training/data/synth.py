@@ -6,7 +6,8 @@ Output folder:
     train.jsonl, validation.jsonl, test.jsonl   one sample per line (format below)
     train_extra.jsonl                           with --extra-voice-copies N: every train item again,
                                                 N times, by more espeak-ng voices (training only;
-                                                --extra-voices festival: festival voices instead)
+                                                --extra-voices festival,vocoded: other voice sets,
+                                                N copies each)
     multiturn.jsonl                             a few conversations (history filled), key "split"
     corpus.json                                 summary: counts per split / category / voice, held-outs
     audio/<split>/<id>_<hash>.wav               user questions, 16 kHz mono PCM-16
@@ -267,10 +268,11 @@ def parse_args(argv: Sequence[str] | None = None) -> SynthConfig:
     )
     parser.add_argument(
         "--extra-voices",
-        choices=("espeak", "festival"),
         default="espeak",
-        help="the extra voices: ten more espeak-ng variants, or festival's ked and three vocal-tract "
-        "warps of its HTS slt (apt-get install festival festvox-kdlpc16k festvox-us-slt-hts) (default espeak)",
+        help="the extra voice sets, comma-separated, each rendering --extra-voice-copies copies: espeak (ten "
+        "more espeak-ng variants), festival (festival's ked and three vocal-tract warps of its HTS slt; apt-get "
+        "install festival festvox-kdlpc16k festvox-us-slt-hts), vocoded (flite and festival voices resynthesised "
+        "by the WORLD vocoder with another pitch and vocal tract) (default espeak)",
     )
     args = parser.parse_args(argv)
     per_intent, eval_per_intent, multiturn = SIZES[args.size]

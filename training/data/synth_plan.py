@@ -47,7 +47,9 @@ class SynthConfig:
     pitch_range: tuple[float, float] = (0.88, 1.12)  # user pitch factor, uniform
     peak_range: tuple[float, float] = (0.35, 0.95)  # user peak level after normalisation, uniform
     extra_voice_copies: int = 0  # extra renderings of each train item by the extra voices (train_extra)
-    extra_voices: str = "espeak"  # which extra voices (tts.EXTRA_VOICE_SETS): espeak-ng or festival
+    # which extra voices (tts.EXTRA_VOICE_SETS), comma-separated: espeak, festival, vocoded; each set
+    # renders extra_voice_copies copies of every train item
+    extra_voices: str = "espeak"
     workers: int = 2  # parallel TTS processes
     limit: int | None = None  # keep only the first N items (and conversations) of each split
 
@@ -65,12 +67,18 @@ class SynthConfig:
             raise ValueError("--heldout-combo-fraction must be in (0, 0.5)")
         if self.extra_voice_copies < 0:
             raise ValueError("--extra-voice-copies must be >= 0")
-        if self.extra_voices not in EXTRA_VOICE_SETS:
+        sets = self.extra_voice_sets
+        if not sets or any(s not in EXTRA_VOICE_SETS for s in sets) or len(set(sets)) < len(sets):
             raise ValueError(
-                f"--extra-voices must be one of {sorted(EXTRA_VOICE_SETS)}, got {self.extra_voices!r}"
+                f"--extra-voices must name distinct sets of {sorted(EXTRA_VOICE_SETS)}, comma-separated, "
+                f"got {self.extra_voices!r}"
             )
         if self.workers < 1:
             raise ValueError("--workers must be >= 1")
+
+    @property
+    def extra_voice_sets(self) -> list[str]:
+        return [name.strip() for name in self.extra_voices.split(",") if name.strip()]
         if self.limit is not None and self.limit < 1:
             raise ValueError("--limit must be >= 1")
 
@@ -302,14 +310,18 @@ def plan_corpus(config: SynthConfig) -> CorpusPlan:
 
 
 def _extra_train_items(config: SynthConfig, train: list[dict]) -> list[dict]:
-    """`extra_voice_copies` more renderings of every train item, each by one of the `extra_voices`
-    set with its own prosody; ids `<train id>-x<copy>`, otherwise the item unchanged."""
-    rng = random.Random(f"{config.seed}:items:{EXTRA_SPLIT}")
-    voices = _balanced(rng, [v.name for v in EXTRA_VOICE_SETS[config.extra_voices]])
+    """`extra_voice_copies` more renderings of every train item per set of `extra_voices`, each by
+    one of the set's voices with its own prosody; ids `<train id>-x<copy>` for the first set and
+    `<train id>-x<copy>.<set>` for the others (each set draws from its own random stream, so the
+    first set's renderings stay the same when sets are added), otherwise the item unchanged."""
     items = []
-    for copy in range(1, config.extra_voice_copies + 1):
-        for item in train:
-            item_id, voice, prosody = f"{item['id']}-x{copy}", next(voices), _prosody(rng, config)
-            audio = _user_audio_path(EXTRA_SPLIT, item_id, item["text"], voice, prosody)
-            items.append({**item, "id": item_id, "audio": audio, "voice": voice, "prosody": prosody})
+    for n, name in enumerate(config.extra_voice_sets):
+        rng = random.Random(f"{config.seed}:items:{EXTRA_SPLIT}" + (f":{name}" if n else ""))
+        voices = _balanced(rng, [v.name for v in EXTRA_VOICE_SETS[name]])
+        for copy in range(1, config.extra_voice_copies + 1):
+            for item in train:
+                item_id = f"{item['id']}-x{copy}" + (f".{name}" if n else "")
+                voice, prosody = next(voices), _prosody(rng, config)
+                audio = _user_audio_path(EXTRA_SPLIT, item_id, item["text"], voice, prosody)
+                items.append({**item, "id": item_id, "audio": audio, "voice": voice, "prosody": prosody})
     return items

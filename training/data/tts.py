@@ -2,8 +2,9 @@
 programs.
 
 User questions are spoken by several voices (flite's diphone and clustergen voices, espeak-ng
-variants; for extra training renderings only, more espeak-ng variants or festival's `ked` diphone
-voice and its HTS `slt` voice with a warped vocal tract), each with a per-utterance speaking-rate
+variants; for extra training renderings only, more espeak-ng variants, festival's `ked` diphone
+voice and its HTS `slt` voice with a warped vocal tract, or flite and festival voices resynthesised
+by the WORLD vocoder with another pitch and vocal tract), each with a per-utterance speaking-rate
 and pitch perturbation; the assistant always
 speaks with one fixed voice, flite `slt` with its default settings (the embedded units codec is
 fitted to that one voice, DESIGN.md §5). Every rendering is returned as 16 kHz mono float32.
@@ -44,6 +45,10 @@ class Voice:
     # every frequency (F0 and formants: a smaller or larger speaker) scaled by this factor, by
     # resampling the rendering (its duration is kept: the engine speaks faster or slower first)
     warp: float | None = None
+    # WORLD vocoder resynthesis of the rendering (F0 factor, spectral-envelope frequency factor):
+    # another speaker's pitch and vocal tract, heard through a vocoder as statistical-parametric
+    # voices are (see `vocode`)
+    vocoder: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -96,9 +101,28 @@ FESTIVAL_TRAIN_VOICES: tuple[Voice, ...] = (
     Voice("festival-hts-w86", "festival", "cmu_us_slt_arctic_hts", warp=0.86),
     Voice("festival-hts-w110", "festival", "cmu_us_slt_arctic_hts", warp=1.10),
 )
-EXTRA_VOICE_SETS = {"espeak": EXTRA_TRAIN_VOICES, "festival": FESTIVAL_TRAIN_VOICES}  # --extra-voices
+# vocoded (`--extra-voices vocoded`, training only): flite and festival renderings resynthesised by
+# the WORLD vocoder (`pyworld`) with another F0 and vocal tract: male voices made from HTS slt
+# (median F0 ~173 Hz -> ~100, ~118 and ~135 Hz; the held-out rms speaks at ~95 Hz) and training
+# voices with a shifted pitch and formants, all with a vocoder's sound (espeak-ng's formant
+# synthesis through WORLD is not understood by the judge, so it has none)
+VOCODED_TRAIN_VOICES: tuple[Voice, ...] = (
+    Voice("vocoded-hts-m1", "festival", "cmu_us_slt_arctic_hts", warp=1.0, vocoder=(0.58, 0.90)),
+    Voice("vocoded-hts-m2", "festival", "cmu_us_slt_arctic_hts", warp=1.0, vocoder=(0.68, 0.84)),
+    Voice("vocoded-flite-kal", "flite", "kal16", base_pitch=92.0, vocoder=(1.15, 1.0)),
+    Voice("vocoded-flite-awb", "flite", "awb", base_pitch=128.0, vocoder=(0.8, 0.95)),
+    Voice("vocoded-festival-ked", "festival", "ked_diphone", vocoder=(1.0, 1.06)),
+    Voice("vocoded-hts-m3", "festival", "cmu_us_slt_arctic_hts", warp=1.0, vocoder=(0.78, 1.0)),
+)
+EXTRA_VOICE_SETS = {  # --extra-voices
+    "espeak": EXTRA_TRAIN_VOICES,
+    "festival": FESTIVAL_TRAIN_VOICES,
+    "vocoded": VOCODED_TRAIN_VOICES,
+}
 ASSISTANT_VOICE = Voice("flite-slt", "flite", "slt", vary=False)
-VOICES = {v.name: v for v in (*USER_VOICES, *EXTRA_TRAIN_VOICES, *FESTIVAL_TRAIN_VOICES, ASSISTANT_VOICE)}
+VOICES = {
+    v.name: v for voices in (USER_VOICES, *EXTRA_VOICE_SETS.values(), (ASSISTANT_VOICE,)) for v in voices
+}
 PROGRAMS = {"flite": "flite", "espeak-ng": "espeak-ng", "festival": "text2wave"}  # engine -> program
 PACKAGES = {
     "flite": "flite",
@@ -190,7 +214,34 @@ def synthesize(text: str, voice: Voice | str, prosody: Prosody = Prosody()) -> W
         sample_rate = int(round(sample_rate * _warp(voice, prosody)))
     if sample_rate != SAMPLE_RATE:
         samples = resample(samples, sample_rate, SAMPLE_RATE)
+    if voice.vocoder is not None:
+        samples = vocode(samples, SAMPLE_RATE, *voice.vocoder)
     return Waveform(np.ascontiguousarray(samples, dtype=np.float32), SAMPLE_RATE)
+
+
+def vocode(samples: np.ndarray, sample_rate: int, f0_factor: float, envelope_factor: float) -> np.ndarray:
+    """`samples` analysed and resynthesised by the WORLD vocoder (pyworld: DIO + StoneMask F0,
+    CheapTrick envelope, D4C aperiodicity, 5 ms frames) with the F0 times `f0_factor` and the
+    spectral envelope stretched along frequency by `envelope_factor` (> 1: formants move up, a
+    smaller vocal tract); the output has the input's length and peak level."""
+    import pyworld
+
+    if f0_factor <= 0 or envelope_factor <= 0:
+        raise ValueError(f"vocoder factors must be > 0, got {f0_factor}, {envelope_factor}")
+    x = np.asarray(samples, dtype=np.float64)
+    f0, times = pyworld.dio(x, sample_rate, frame_period=5.0)
+    f0 = pyworld.stonemask(x, f0, times, sample_rate)
+    envelope = pyworld.cheaptrick(x, f0, times, sample_rate)
+    aperiodicity = pyworld.d4c(x, f0, times, sample_rate)
+    if envelope_factor != 1.0:  # bin k takes the envelope at k / factor
+        source = np.clip(np.arange(envelope.shape[1]) / envelope_factor, 0, envelope.shape[1] - 1)
+        low = np.minimum(source.astype(int), envelope.shape[1] - 2)
+        frac = source - low
+        envelope = envelope[:, low] * (1 - frac) + envelope[:, low + 1] * frac
+    y = pyworld.synthesize(f0 * f0_factor, np.ascontiguousarray(envelope), aperiodicity, sample_rate, 5.0)
+    y = np.pad(y, (0, max(0, len(x) - len(y))))[: len(x)]
+    peak_in, peak_out = np.abs(x).max(), np.abs(y).max()
+    return (y * (peak_in / peak_out) if peak_out > 0 else y).astype(np.float32)
 
 
 def speak_assistant(text: str) -> Waveform:
