@@ -233,7 +233,7 @@ def test_random_encoder_scale_settings_reach_the_checkpoint(tmp_path):
     )
     model = from_pretrained(out).model
     assert model.config.encoder["positional_scale"] == 0.1 and model.config.encoder["output_norm"] is True
-    rms = float(model.llm.get_input_embeddings().weight.pow(2).mean().sqrt())
+    rms = float(model.llm.get_input_embeddings().weight.detach().pow(2).mean().sqrt())
     assert_close(model.encoder.output_norm.weight, torch.full_like(model.encoder.output_norm.weight, rms))
     with torch.no_grad():
         feats, _ = model.encoder(torch.randn(1, 80, 200), torch.tensor([200]))

@@ -190,6 +190,8 @@ def test_config_errors_name_the_flag():
         SynthConfig(out="x", extra_voices="mbrola")
     with pytest.raises(ValueError, match="--heldout-voices"):  # festival voices are training-only too
         SynthConfig(out="x", heldout_voices=(FESTIVAL_TRAIN_VOICES[0].name,))
+    with pytest.raises(ValueError, match="--limit"):
+        SynthConfig(out="x", limit=0)
 
 
 def test_festival_extra_voices_replace_the_espeak_ones_in_train_extra_only():

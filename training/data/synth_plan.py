@@ -75,12 +75,13 @@ class SynthConfig:
             )
         if self.workers < 1:
             raise ValueError("--workers must be >= 1")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError("--limit must be >= 1")
 
     @property
     def extra_voice_sets(self) -> list[str]:
+        """The names of --extra-voices, in order."""
         return [name.strip() for name in self.extra_voices.split(",") if name.strip()]
-        if self.limit is not None and self.limit < 1:
-            raise ValueError("--limit must be >= 1")
 
 
 # ----------------------------------------------------------------------------------- planning

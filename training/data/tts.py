@@ -103,7 +103,7 @@ FESTIVAL_TRAIN_VOICES: tuple[Voice, ...] = (
 )
 # vocoded (`--extra-voices vocoded`, training only): flite and festival renderings resynthesised by
 # the WORLD vocoder (`pyworld`) with another F0 and vocal tract: male voices made from HTS slt
-# (median F0 ~173 Hz -> ~100, ~118 and ~135 Hz; the held-out rms speaks at ~95 Hz) and training
+# (median F0 ~173 Hz -> ~95, ~110 and ~135 Hz; the held-out rms speaks at ~95 Hz) and training
 # voices with a shifted pitch and formants, all with a vocoder's sound (espeak-ng's formant
 # synthesis through WORLD is not understood by the judge, so it has none)
 VOCODED_TRAIN_VOICES: tuple[Voice, ...] = (
