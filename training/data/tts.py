@@ -228,8 +228,8 @@ def vocode(samples: np.ndarray, sample_rate: int, f0_factor: float, envelope_fac
 
     if f0_factor <= 0 or envelope_factor <= 0:
         raise ValueError(f"vocoder factors must be > 0, got {f0_factor}, {envelope_factor}")
-    x = np.asarray(samples, dtype=np.float64)
-    f0, times = pyworld.dio(x, sample_rate, frame_period=5.0)
+    x, frame_ms = np.asarray(samples, dtype=np.float64), 5.0
+    f0, times = pyworld.dio(x, sample_rate, frame_period=frame_ms)
     f0 = pyworld.stonemask(x, f0, times, sample_rate)
     envelope = pyworld.cheaptrick(x, f0, times, sample_rate)
     aperiodicity = pyworld.d4c(x, f0, times, sample_rate)
@@ -238,7 +238,9 @@ def vocode(samples: np.ndarray, sample_rate: int, f0_factor: float, envelope_fac
         low = np.minimum(source.astype(int), envelope.shape[1] - 2)
         frac = source - low
         envelope = envelope[:, low] * (1 - frac) + envelope[:, low + 1] * frac
-    y = pyworld.synthesize(f0 * f0_factor, np.ascontiguousarray(envelope), aperiodicity, sample_rate, 5.0)
+    y = pyworld.synthesize(
+        f0 * f0_factor, np.ascontiguousarray(envelope), aperiodicity, sample_rate, frame_ms
+    )
     y = np.pad(y, (0, max(0, len(x) - len(y))))[: len(x)]
     peak_in, peak_out = np.abs(x).max(), np.abs(y).max()
     return (y * (peak_in / peak_out) if peak_out > 0 else y).astype(np.float32)
