@@ -71,6 +71,7 @@ def test_continue_from_trains_an_exported_checkpoint_further_and_keeps_its_card(
     out = tmp_path / "demo"
     shutil.copytree(tiny_assets.init, out)
     (out / "README.md").write_text("# the model card\n")
+    (out / "EXPERIMENTS.md").write_text("# its experiment log\n")
     (out / "heldout.png").write_bytes(b"\x89PNG figure")
     before = load_file(out / "model.safetensors")
     work = tmp_path / "work"
@@ -86,6 +87,7 @@ def test_continue_from_trains_an_exported_checkpoint_further_and_keeps_its_card(
     assert (work / "continued" / "final" / "config.json").is_file()
     assert (work / "gspo" / "final" / "config.json").is_file()
     assert (out / "README.md").read_text() == "# the model card\n"
+    assert (out / "EXPERIMENTS.md").read_text() == "# its experiment log\n"
     assert (out / "heldout.png").read_bytes() == b"\x89PNG figure"
     after = load_file(out / "model.safetensors")
     assert {v.dtype for v in after.values()} == {torch.bfloat16}

@@ -38,7 +38,7 @@ Stages (each skipped when its output exists, so an interrupted build continues):
                and --speech_input_dropout leaves reply speech groups out of the LLM input, in the
                cocktail (and continued stage-2) steps; --weight_decay is their AdamW weight decay
   9. gspo      training.recipes.gspo on the arithmetic questions, math-answer reward
-  10. export   the result in bf16 to --out (<= 30 MB); a model card (README.md, *.png) already there is kept
+  10. export   the result in bf16 to --out (<= 30 MB); a model card (*.md, *.png) already there is kept
 
 --continue_from DIR trains an exported demo checkpoint further instead (training.recipes.demo_continue):
 

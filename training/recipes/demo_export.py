@@ -1,4 +1,4 @@
-"""The demo pipeline's last stage: the trained checkpoint in bf16, the model card kept."""
+"""The demo pipeline's last stage: the trained checkpoint in bf16, the model card and its log kept."""
 
 from __future__ import annotations
 
@@ -13,15 +13,15 @@ log = logging.getLogger(__name__)
 
 def export(source: Path, out: Path) -> Path:
     """Copies the final checkpoint to `out` with bf16 weights (the embedded default must stay small);
-    the model card and its figures (README.md, *.png) already in `out` are kept."""
+    the model card, its experiment log and figures (*.md, *.png) already in `out` are kept."""
     from core.checkpoint import from_pretrained, save_pretrained
 
     ckpt = from_pretrained(source)
-    kept = {p.name: p.read_bytes() for p in [out / "README.md", *out.glob("*.png")] if p.is_file()}
+    kept = {p.name: p.read_bytes() for p in [*out.glob("*.md"), *out.glob("*.png")] if p.is_file()}
     if out.exists():
         shutil.rmtree(out)
     save_pretrained(out, ckpt.model.to(torch.bfloat16), ckpt.tokenizer, codec=ckpt.codec, extra=ckpt.extra)
-    for name, data in kept.items():  # the model card and its figures
+    for name, data in kept.items():  # the model card, its log and its figures
         (out / name).write_bytes(data)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     log.info("exported %s (%.1f MB)", out, size / 2**20)
