@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+import yaml
 
 from training.recipes import demo, demo_continue
 
@@ -76,7 +77,7 @@ def test_continue_from_trains_an_exported_checkpoint_further_and_keeps_its_card(
     before = load_file(out / "model.safetensors")
     work = tmp_path / "work"
     cfg = _cfg(corpus, work, continue_from=str(out), out=str(out), stop_after="export")
-    cfg.continue_steps, cfg.gspo_steps, cfg.max_tokens = 2, 1, 2000
+    cfg.continue_steps, cfg.gspo_steps, cfg.max_tokens, cfg.continue_lr = 2, 1, 2000, 2e-4
 
     assert demo.run(cfg) == out
     assert not (work / "tiny_llm").exists() and not (work / "built").exists()  # no new build
@@ -85,6 +86,8 @@ def test_continue_from_trains_an_exported_checkpoint_further_and_keeps_its_card(
     rows = [json.loads(x) for x in (work / "train.tokens.jsonl").read_text().splitlines()]
     assert all(0 <= t < 32 for r in rows for t in r["reply_tokens"])  # within the codec's 32 units
     assert (work / "continued" / "final" / "config.json").is_file()
+    continued = yaml.safe_load((work / "continued" / "config.yaml").read_text())
+    assert (continued["peak_lr"], continued["final_lr"]) == (2e-4, 2e-5)  # --continue_lr
     assert (work / "gspo" / "final" / "config.json").is_file()
     assert (out / "README.md").read_text() == "# the model card\n"
     assert (out / "EXPERIMENTS.md").read_text() == "# its experiment log\n"
@@ -100,6 +103,12 @@ def test_continue_from_trains_an_exported_checkpoint_further_and_keeps_its_card(
 def test_demo_speech_delay_must_not_be_negative(tmp_path):
     with pytest.raises(ValueError, match="--speech_delay"):
         _cfg(tmp_path, tmp_path, speech_delay=-1)
+
+
+def test_demo_continue_lr_must_be_positive(tmp_path):
+    for bad in (0.0, -1e-4, float("nan")):
+        with pytest.raises(ValueError, match="--continue_lr"):
+            _cfg(tmp_path, tmp_path, continue_lr=bad)
 
 
 def test_speech_splice_needs_the_general_speech(tmp_path):

@@ -207,6 +207,10 @@ class DemoConfig:
         "an exported demo checkpoint to train further (stage-2 settings, then GSPO) instead of a new build",
     )
     continue_steps: int = arg(600, "--continue_from: steps of further Core-Cocktail stage-2 training")
+    continue_lr: float = arg(
+        STAGE2_LR[0],
+        "--continue_from: peak learning rate of those steps, cosine to a tenth of it (default: stage 2's)",
+    )
     continue_ctc_steps: int = arg(0, "--continue_from: encoder CTC steps first (0: the ear stays as it is)")
     continue_adapter_ctc_steps: int = arg(0, "--continue_from: adapter CTC steps after those (0: none)")
     continue_t2t_steps: int = arg(
@@ -229,6 +233,8 @@ class DemoConfig:
             raise ValueError(f"--speech_delay must be >= 0, got {self.speech_delay}")
         if min(self.numeracy_items, self.counterfactual_items) < 0:
             raise ValueError("--numeracy_items and --counterfactual_items must be >= 0")
+        if not self.continue_lr > 0:  # also rejects NaN
+            raise ValueError(f"--continue_lr must be > 0, got {self.continue_lr}")
         if not 0.0 <= self.speech_splice <= 1.0:
             raise ValueError(f"--speech_splice must be in [0, 1], got {self.speech_splice}")
 

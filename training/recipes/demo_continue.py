@@ -2,8 +2,8 @@
 
 `demo --continue_from DIR`: prepare (with DIR's codec, so the reply tokens are DIR's), then
 --continue_steps more steps with the Core-Cocktail stage-2 settings (the same CoM mix, learning rate
-and augmentation; --numeracy_items, --counterfactual_items, --weight_decay), GSPO, export. Before
-them, when asked: --speech_delay N / --srh_text_condition true / --srh_text_embedding true switch
+(or --continue_lr) and augmentation; --numeracy_items, --counterfactual_items, --weight_decay), GSPO,
+export. Before them, when asked: --speech_delay N / --srh_text_condition true / --srh_text_embedding true switch
 the checkpoint's layout (its weights as they are, a new SRH text embedding at zero);
 --continue_ctc_steps / --continue_adapter_ctc_steps train its ear further (encoder CTC, then adapter
 CTC, at half the from-scratch learning rate; with --general_speech the encoder CTC hears English
@@ -22,7 +22,6 @@ from training.recipes.demo import (
     CONTINUE_EAR_LR,
     HEARD_FROZEN,
     MIX_RATIOS,
-    STAGE2_LR,
     STAGES,
     DemoConfig,
     run_gspo,
@@ -75,8 +74,8 @@ def continue_training(cfg: DemoConfig, work: Path, speech_train: str, common: di
                 mode_ratios=MIX_RATIOS,
                 max_steps=cfg.continue_steps,
                 max_tokens=cfg.max_tokens,
-                peak_lr=STAGE2_LR[0],
-                final_lr=STAGE2_LR[1],
+                peak_lr=cfg.continue_lr,
+                final_lr=cfg.continue_lr / 10,
                 freeze=HEARD_FROZEN,
                 augment=cfg.speech_augment,
                 **stage2_settings(cfg, work),
