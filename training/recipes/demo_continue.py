@@ -3,8 +3,9 @@
 `demo --continue_from DIR`: prepare (with DIR's codec, so the reply tokens are DIR's), then
 --continue_steps more steps with the Core-Cocktail stage-2 settings (the same CoM mix, learning rate
 (or --continue_lr) and augmentation; --numeracy_items, --counterfactual_items, --weight_decay), GSPO,
-export. Before them, when asked: --speech_delay N / --srh_text_condition true / --srh_text_embedding true switch
-the checkpoint's layout (its weights as they are, a new SRH text embedding at zero);
+export. Before them, when asked: --speech_delay N / --srh_text_condition true /
+--srh_text_embedding true switch the checkpoint's layout (its weights as they are, a new SRH text
+embedding at zero);
 --continue_ctc_steps / --continue_adapter_ctc_steps train its ear further (encoder CTC, then adapter
 CTC, at half the from-scratch learning rate; with --general_speech the encoder CTC hears English
 beyond the domain); --continue_t2t_steps train the LLM alone on the training texts + the
