@@ -207,10 +207,7 @@ class DemoConfig:
         "an exported demo checkpoint to train further (stage-2 settings, then GSPO) instead of a new build",
     )
     continue_steps: int = arg(600, "--continue_from: steps of further Core-Cocktail stage-2 training")
-    continue_lr: float = arg(
-        STAGE2_LR[0],
-        "--continue_from: peak learning rate of those steps, cosine to a tenth of it (default: stage 2's)",
-    )
+    continue_lr: float = arg(STAGE2_LR[0], "--continue_from: stage-2 steps' peak learning rate (cosine to a tenth)")
     continue_ctc_steps: int = arg(0, "--continue_from: encoder CTC steps first (0: the ear stays as it is)")
     continue_adapter_ctc_steps: int = arg(0, "--continue_from: adapter CTC steps after those (0: none)")
     continue_t2t_steps: int = arg(
@@ -226,9 +223,7 @@ class DemoConfig:
         if self.speech_splice and not self.general_speech:
             raise ValueError("--speech_splice splices the general speech: it needs --general_speech true")
         if self.general_tokenizer and not self.general_speech:
-            raise ValueError(
-                "--general_tokenizer learns the general sentences: it needs --general_speech true"
-            )
+            raise ValueError("--general_tokenizer learns the general sentences: it needs --general_speech")
         if self.speech_delay < 0:
             raise ValueError(f"--speech_delay must be >= 0, got {self.speech_delay}")
         if min(self.numeracy_items, self.counterfactual_items) < 0:
