@@ -207,7 +207,7 @@ class DemoConfig:
         "an exported demo checkpoint to train further (stage-2 settings, then GSPO) instead of a new build",
     )
     continue_steps: int = arg(600, "--continue_from: steps of further Core-Cocktail stage-2 training")
-    continue_lr: float = arg(STAGE2_LR[0], "--continue_from: stage-2 peak lr (cosine to a tenth)")
+    continue_lr: float = arg(STAGE2_LR[0], "--continue_from: peak lr of stage 2 (decays as in stage 2)")
     continue_ctc_steps: int = arg(0, "--continue_from: encoder CTC steps first (0: the ear stays as it is)")
     continue_adapter_ctc_steps: int = arg(0, "--continue_from: adapter CTC steps after those (0: none)")
     continue_t2t_steps: int = arg(

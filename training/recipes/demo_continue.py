@@ -23,6 +23,7 @@ from training.recipes.demo import (
     CONTINUE_EAR_LR,
     HEARD_FROZEN,
     MIX_RATIOS,
+    STAGE2_LR,
     STAGES,
     DemoConfig,
     run_gspo,
@@ -76,7 +77,7 @@ def continue_training(cfg: DemoConfig, work: Path, speech_train: str, common: di
                 max_steps=cfg.continue_steps,
                 max_tokens=cfg.max_tokens,
                 peak_lr=cfg.continue_lr,
-                final_lr=cfg.continue_lr / 10,
+                final_lr=cfg.continue_lr * STAGE2_LR[1] / STAGE2_LR[0],  # stage 2's decay
                 freeze=HEARD_FROZEN,
                 augment=cfg.speech_augment,
                 **stage2_settings(cfg, work),
