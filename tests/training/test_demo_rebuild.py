@@ -53,11 +53,16 @@ def test_plan_chains_each_checkpoint_into_the_next_with_the_model_cards_settings
     assert printed.count("python -m ") == 8 and "(done)" not in printed
 
     (root / "done").mkdir(parents=True)
-    (root / "done" / "corpus.json").write_text("{}")
+    (root / "done" / "corpus.json").write_text(json.dumps({"command": by["corpus"].command()[1:]}))
+    (root / "done" / "general.json").write_text(json.dumps({"command": by["general"].command()[1:]}))
     steps = demo_rebuild.main([*argv, "--until", "base", "--scale", "0.01"])
     assert [s.name for s in steps] == ["corpus", "general", "assistant", "base"]
     assert parse_config(DemoConfig, list(steps[-1].argv)).ctc_steps == 30
-    assert "# corpus (done)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "# corpus (done)" in printed  # the same command at any scale
+    assert "# general (done with another command)" in printed  # 6000 sentences then, 60 now
+    with pytest.raises(SystemExit, match="done with another command"):
+        demo_rebuild.run_step(steps[1], root)
 
 
 def test_a_failing_step_stops_the_rebuild_and_leaves_no_marker(tmp_path):

@@ -18,10 +18,12 @@ commands with the same settings, one after another:
   festival   demo --continue_from decoder --extra_voices: the ear retrained with festival's voices (16)
 
 Each step writes its own folder under --work_root (the corpus goes to --corpus, the last checkpoint
-to --out) and a marker in WORK_ROOT/done/ when it has finished; a rerun skips the steps with a
-marker, and the training steps also resume inside a step, so an interrupted rebuild goes on where it
-stopped. On the 2-core CPU it took about 4.5 h in all (corpus ~35 min, base 2 h 11 min, more 22 min,
-ear 61 min, decoder 12 min, festival 43 min); `--device cuda` runs the training stages on a GPU.
+to --out) and a marker in WORK_ROOT/done/ (its command and seconds) when it has finished; a rerun
+skips the steps marked with the same command and stops at one marked with another (other counts or
+folders would mix two settings), and the training steps also resume inside a step, so an interrupted
+rebuild goes on where it stopped. On the 2-core CPU the steps took about 4.5 h in all (corpus ~35
+min, base 2 h 11 min, more 22 min, ear 61 min, decoder 12 min, festival 43 min); `--device cuda`
+runs the training stages on a GPU.
 The result is the same recipe, not the same bits: CPU threading orders sums differently.
 """
 
@@ -71,6 +73,7 @@ def plan(args: argparse.Namespace) -> list[Step]:
 
     ear = ("--ctc_augment", "true", "--speech_augment", "true", "--continue_ctc_steps", n(3000))
     ear += ("--continue_adapter_ctc_steps", n(1000), "--continue_steps", n(600), "--gspo_steps", n(20))
+    more = ("--speech_augment", "true", "--continue_steps", n(600), "--gspo_steps", n(20))
     steps = [
         Step(
             "corpus",
@@ -95,16 +98,7 @@ def plan(args: argparse.Namespace) -> list[Step]:
             *("--text_llm_steps", n(600), "--stage1_steps", n(1000), "--stage2_steps", n(250)),
             *("--gspo_steps", n(20), *shlex.split(args.demo_args)),
         ),
-        demo(
-            "more",
-            "--speech_augment",
-            "true",
-            "--continue_steps",
-            n(600),
-            "--gspo_steps",
-            n(20),
-            start="base",
-        ),
+        demo("more", *more, start="base"),
         demo("ear", "--general_speech", "true", *ear, start="more"),
         Step(
             "decoder",
@@ -121,12 +115,25 @@ def plan(args: argparse.Namespace) -> list[Step]:
     return steps
 
 
-def run_step(step: Step, root: Path) -> None:
-    """Runs one step and marks it done; a marked step is skipped."""
+def state(step: Step, root: Path) -> str:
+    """todo, done, or changed: its marker holds another command (other settings or folders)."""
     marker = root / "done" / f"{step.name}.json"
-    if marker.is_file():
+    if not marker.is_file():
+        return "todo"
+    return "done" if json.loads(marker.read_text()).get("command") == step.command()[1:] else "changed"
+
+
+def run_step(step: Step, root: Path) -> None:
+    """Runs one step and marks it done; a step done with the same command is skipped."""
+    marker = root / "done" / f"{step.name}.json"
+    if state(step, root) == "done":
         log.info("%s: done already (%s), skipped", step.name, marker)
         return
+    if state(step, root) == "changed":
+        raise SystemExit(
+            f"step {step.name!r} was done with another command ({marker}); its folders would mix two "
+            "settings: use another --work_root, or delete the marker and the step's folder"
+        )
     if step.copy_from is not None:  # the decoder step refits the codec of a copy of the previous checkpoint
         shutil.copytree(step.copy_from, result(step), dirs_exist_ok=True)
     log.info("%s: %s", step.name, shlex.join(step.command()))
@@ -178,7 +185,9 @@ def main(argv: Sequence[str] | None = None) -> list[Step]:
     root = Path(args.work_root)
     for step in steps:
         if args.dry_run:
-            done = " (done)" if (root / "done" / f"{step.name}.json").is_file() else ""
+            done = {"todo": "", "done": " (done)", "changed": " (done with another command)"}[
+                state(step, root)
+            ]
             print(f"# {step.name}{done}\npython {shlex.join(step.command()[1:])}")
         else:
             run_step(step, root)
