@@ -5,7 +5,11 @@
 For distinct reply texts of a tokenised manifest (`reply_audio` + `reply_tokens`, as
 `training.data.tokenize` writes them), the pocketsphinx judge transcribes the original recording and
 the codec's decoding of its tokens. Prints one JSON object: replies, original and resynthesis WER
-(pooled), and how often the accepted answer is heard in each. The gap between a model's generated
+(pooled), and how often the accepted answer is heard in each, per distinct reply and per manifest
+item (`*_items`: each reply counted as often as the manifest asks for it, which is what a model that
+says every reply right would score as `training.eval`'s speech_accuracy and asr_wer on that
+manifest: the judge's ceiling through the original voice and through this codec); `per_reply` lists each reply
+with its item count and what was heard. The gap between a model's generated
 speech and the original (`training.eval`'s asr_wer vs asr_wer_reference) minus this codec gap is what
 the model's own speech tokens cost.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -30,32 +35,35 @@ def measure(manifest: Path, codec_dir: Path, replies: int) -> dict:
     from training.eval.scoring import contains_answer, word_errors
 
     codec = UnitsCodec.load(codec_dir)
-    rows, seen = [], set()
+    rows, count = [], Counter()
     for item in read_manifest(manifest):  # reply_audio resolved against the manifest's folder
-        if item.reply_tokens and item.reply_audio and item.reply_text not in seen:
-            seen.add(item.reply_text)
-            rows.append(item)
+        if item.reply_tokens and item.reply_audio:
+            count[item.reply_text] += 1
+            if count[item.reply_text] == 1:
+                rows.append(item)
     if not rows:
         raise ValueError(f"{manifest} has no items with reply_audio and reply_tokens (tokenise it first)")
     rows = rows[:: max(1, len(rows) // replies)][:replies]  # spread over the manifest's intents
-    totals = {"words": 0, "original_errors": 0, "codec_errors": 0, "original_answer": 0, "codec_answer": 0}
+    per_reply = []
     for row in tqdm(rows, desc="replies", file=sys.stderr):
         original = load_audio(row.reply_audio, min_seconds=0.0, silence_threshold_dbfs=None)
         resynthesis = Waveform(codec.decode(row.reply_tokens), codec.sample_rate)
         heard = {"original": transcribe(original), "codec": transcribe(resynthesis)}
+        entry = {"text": row.reply_text, "items": count[row.reply_text]}
         for name, transcript in heard.items():
-            errors, words = word_errors(row.reply_text, transcript)
-            totals[f"{name}_errors"] += errors
-            totals[f"{name}_answer"] += contains_answer(transcript, row.answers)
-        totals["words"] += words
-    n = len(rows)
-    return {
-        "replies": n,
-        "original_wer": totals["original_errors"] / totals["words"],
-        "codec_wer": totals["codec_errors"] / totals["words"],
-        "original_answer_heard": totals["original_answer"] / n,
-        "codec_answer_heard": totals["codec_answer"] / n,
-    }
+            entry[f"{name}_errors"], entry["words"] = word_errors(row.reply_text, transcript)
+            entry[name] = transcript
+            entry[f"{name}_heard"] = contains_answer(transcript, row.answers, row.text)
+        per_reply.append(entry)
+    n, items = len(rows), sum(e["items"] for e in per_reply)
+    result = {"replies": n, "items": items}
+    for name in ("original", "codec"):
+        for suffix, weight in (("", lambda e: 1), ("_items", lambda e: e["items"])):
+            errors = sum(e[f"{name}_errors"] * weight(e) for e in per_reply)
+            result[f"{name}_wer{suffix}"] = errors / sum(e["words"] * weight(e) for e in per_reply)
+            heard = sum(e[f"{name}_heard"] * weight(e) for e in per_reply)
+            result[f"{name}_answer_heard{suffix}"] = heard / sum(weight(e) for e in per_reply)
+    return {**result, "per_reply": per_reply}
 
 
 def main(argv=None) -> None:
