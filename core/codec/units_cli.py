@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,14 +38,34 @@ def read_wav_dir(directory: str | Path) -> list[Waveform]:
     return [read_mono(path) for path in sorted(Path(directory).rglob("*.wav"))]
 
 
-def read_manifest_audio(manifest: str | Path, key: str = "reply_audio") -> list[Waveform]:
-    """The distinct WAVs a JSON Lines manifest names under `key` (paths relative to the manifest)."""
+MANIFEST_REPEATS = ("distinct", "sqrt", "items")
+
+
+def read_manifest_audio(
+    manifest: str | Path, key: str = "reply_audio", repeat: str = "distinct"
+) -> list[Waveform]:
+    """The WAVs a JSON Lines manifest names under `key` (paths relative to the manifest).
+
+    Each file is read once and listed once (`distinct`), round(sqrt(n)) times (`sqrt`) or n times
+    (`items`), n being how many lines name it, so that a decoder trained on the list hears the replies
+    a manifest asks for often (a corpus's small talk) more often than those it names once.
+    """
+    if repeat not in MANIFEST_REPEATS:
+        raise ValueError(f"repeat must be one of {MANIFEST_REPEATS}, got {repeat!r}")
     manifest = Path(manifest)
-    paths = set()
+    counts: Counter[str] = Counter()
     for line in manifest.read_text().splitlines():
         if line.strip() and (value := json.loads(line).get(key)):
-            paths.add(value)
-    return [read_mono(manifest.parent / path) for path in sorted(paths)]
+            counts[value] += 1
+    waveforms = []
+    for path in sorted(counts):
+        n = counts[path]
+        waveforms += [read_mono(manifest.parent / path)] * {
+            "distinct": 1,
+            "sqrt": max(1, round(math.sqrt(n))),
+            "items": n,
+        }[repeat]
+    return waveforms
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -71,6 +93,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--manifest", action="append", default=[], help="JSON Lines manifest whose audio is the codec's voice"
     )
     refit.add_argument("--manifest-key", default="reply_audio", help="audio field of --manifest lines")
+    refit.add_argument(
+        "--manifest-repeat",
+        choices=MANIFEST_REPEATS,
+        default="distinct",
+        help="each --manifest recording once (distinct), or round(sqrt(n)) / n times for the n lines naming "
+        "it, so that often-said replies weigh more (default distinct)",
+    )
     refit.add_argument("--decoder-steps", type=int, default=2500, help="optimiser steps")
     refit.add_argument("--channels", type=int, default=256, help="decoder width")
     refit.add_argument("--blocks", type=int, default=8, help="residual blocks")
@@ -91,7 +120,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             parser.error("refit-decoder needs at least one --wav-dir or --manifest")
         codec = UnitsCodec.load(args.codec)
         waveforms = [w for d in args.wav_dir for w in read_wav_dir(d)]
-        waveforms += [w for m in args.manifest for w in read_manifest_audio(m, args.manifest_key)]
+        waveforms += [
+            w for m in args.manifest for w in read_manifest_audio(m, args.manifest_key, args.manifest_repeat)
+        ]
         if not waveforms:
             parser.error("no audio found in --wav-dir / --manifest")
         minutes = sum(len(w.samples) / w.sample_rate for w in waveforms) / 60

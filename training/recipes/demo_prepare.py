@@ -130,9 +130,10 @@ def _spoken_numeracy(corpus: Path) -> bool:
 
 
 def refit_decoder(cfg: DemoConfig, corpus: Path, codec_dir: Path) -> None:
-    """--codec_assistant_speech: a wider decoder trained on the train replies and the assistant-voice
-    general sentences (once; `refit.json` in the codec folder records it). Units are unchanged, so
-    the reply tokens (and a --continue_from model) stay valid."""
+    """--codec_assistant_speech: a wider decoder trained on the train replies (each round(sqrt(n)) times
+    for the n training items saying it) and the assistant-voice general sentences (once; `refit.json`
+    in the codec folder records it). Units are unchanged, so the reply tokens (and a --continue_from
+    model) stay valid."""
     import json
 
     from core.codec.units import UnitsCodec
@@ -148,7 +149,10 @@ def refit_decoder(cfg: DemoConfig, corpus: Path, codec_dir: Path) -> None:
             f"--codec_assistant_speech: {corpus / ASSISTANT_SPLIT}.jsonl is missing; add it with "
             f"python -m training.data.assistant_speech --corpus {corpus}"
         )
-    waves = read_manifest_audio(corpus / "train.jsonl") + read_manifest_audio(extra, key="audio")
+    # each reply as often as the square root of the training items saying it (small talk weighs more)
+    waves = read_manifest_audio(corpus / "train.jsonl", repeat="sqrt") + read_manifest_audio(
+        extra, key="audio"
+    )
     log.info("refitting the codec's decoder on %d assistant-voice recordings", len(waves))
     codec = UnitsCodec.load(codec_dir)
     codec.refit_decoder(waves, cfg.codec_refit_steps, seed=cfg.seed, progress=True)

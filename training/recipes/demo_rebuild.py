@@ -13,8 +13,10 @@ commands with the same settings, one after another:
   base       training.recipes.demo, steps 1-10 (codec, M0, SRH, both CTC stages, align, cocktail, GSPO)
   more       demo --continue_from base: 600 more stage-2 steps (step 11)
   ear        demo --continue_from more --general_speech: the ear retrained on general English (step 12)
-  decoder    core.codec.units refit-decoder on the assistant sentences (step 13; steps 14-15 are
-             settings a refit writes into codec/units_codec.json)
+  decoder    core.codec.units refit-decoder on the assistant sentences and the training replies,
+             each reply round(sqrt(n)) times for the n items saying it (steps 13 and 17; 14-15 are
+             settings a refit writes into codec/units_codec.json; the units, and so the tokens the
+             later steps train on, are unchanged)
   festival   demo --continue_from decoder --extra_voices: the ear retrained with festival's voices (16)
 
 Each step writes its own folder under --work_root (the corpus goes to --corpus, the last checkpoint
@@ -105,6 +107,7 @@ def plan(args: argparse.Namespace) -> list[Step]:
             "core.codec.units",
             ("refit-decoder", "--codec", str(root / "ear" / "demo" / "codec"))
             + ("--out", str(root / "decoder" / "demo" / "codec"), "--manifest", f"{corpus}/train.jsonl")
+            + ("--manifest-repeat", "sqrt")
             + ("--wav-dir", f"{corpus}/audio/assistant_general", "--decoder-steps", n(2500))
             + ("--threads", threads),
             copy_from=root / "ear" / "demo",
