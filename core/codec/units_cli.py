@@ -57,15 +57,12 @@ def read_manifest_audio(
     for line in manifest.read_text().splitlines():
         if line.strip() and (value := json.loads(line).get(key)):
             counts[value] += 1
-    waveforms = []
-    for path in sorted(counts):
-        n = counts[path]
-        waveforms += [read_mono(manifest.parent / path)] * {
-            "distinct": 1,
-            "sqrt": max(1, round(math.sqrt(n))),
-            "items": n,
-        }[repeat]
-    return waveforms
+    times = {"distinct": lambda n: 1, "sqrt": lambda n: max(1, round(math.sqrt(n))), "items": lambda n: n}
+    return [
+        w
+        for path in sorted(counts)
+        for w in [read_mono(manifest.parent / path)] * times[repeat](counts[path])
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

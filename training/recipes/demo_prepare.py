@@ -149,10 +149,8 @@ def refit_decoder(cfg: DemoConfig, corpus: Path, codec_dir: Path) -> None:
             f"--codec_assistant_speech: {corpus / ASSISTANT_SPLIT}.jsonl is missing; add it with "
             f"python -m training.data.assistant_speech --corpus {corpus}"
         )
-    # each reply as often as the square root of the training items saying it (small talk weighs more)
-    waves = read_manifest_audio(corpus / "train.jsonl", repeat="sqrt") + read_manifest_audio(
-        extra, key="audio"
-    )
+    replies = read_manifest_audio(corpus / "train.jsonl", repeat="sqrt")  # small talk weighs more
+    waves = replies + read_manifest_audio(extra, key="audio")
     log.info("refitting the codec's decoder on %d assistant-voice recordings", len(waves))
     codec = UnitsCodec.load(codec_dir)
     codec.refit_decoder(waves, cfg.codec_refit_steps, seed=cfg.seed, progress=True)
