@@ -8,8 +8,8 @@ the codec's decoding of its tokens. Prints one JSON object: replies, original an
 (pooled), and how often the accepted answer is heard in each, per distinct reply and per manifest
 item (`*_items`: each reply counted as often as the manifest asks for it, which is what a model that
 says every reply right would score as `training.eval`'s speech_accuracy and asr_wer on that
-manifest: the judge's ceiling through the original voice and through this codec); `per_reply` lists each reply
-with its item count and what was heard. The gap between a model's generated
+manifest: the judge's ceiling through the original voice and through this codec); `per_reply`
+lists each reply with its item count and what was heard. The gap between a model's generated
 speech and the original (`training.eval`'s asr_wer vs asr_wer_reference) minus this codec gap is what
 the model's own speech tokens cost.
 """

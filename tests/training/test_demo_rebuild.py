@@ -18,8 +18,9 @@ needs_voices = pytest.mark.skipif(
     "festvox-kdlpc16k festvox-us-slt-hts); CI installs them",
 )
 TINY = (
-    "--text_vocab_size 400 --num_units 16 --codec_decoder_steps 2 --llm_hidden 32 --llm_heads 2 --llm_layers 1 "
-    "--srh_hidden 32 --srh_layers 1 --encoder_state 32 --encoder_heads 2 --encoder_layers 1 --max_tokens 2000"
+    "--text_vocab_size 400 --num_units 16 --codec_decoder_steps 2 --llm_hidden 32 --llm_heads 2 "
+    "--llm_layers 1 --srh_hidden 32 --srh_layers 1 --encoder_state 32 --encoder_heads 2 --encoder_layers 1 "
+    "--max_tokens 2000"
 )
 
 

@@ -4,7 +4,7 @@
     python -m training.recipes.demo_rebuild --dry_run            # print the commands only
 
 The committed `checkpoints/demo` was not made by one `demo` run but grown in steps, each measured
-before it was kept (its model card, "Data and training", numbers them 1-16). This runs the same
+before it was kept (its model card, "Data and training", numbers them 1-17). This runs the same
 commands with the same settings, one after another:
 
   corpus     training.data.synth --size full, every training question once more by festival's voices
