@@ -118,9 +118,14 @@ def plan(args: argparse.Namespace) -> list[Step]:
     return steps
 
 
+def marker_path(step: Step, root: Path) -> Path:
+    """The step's done-marker: its command (without the interpreter) and seconds."""
+    return root / "done" / f"{step.name}.json"
+
+
 def state(step: Step, root: Path) -> str:
     """todo, done, or changed: its marker holds another command (other settings or folders)."""
-    marker = root / "done" / f"{step.name}.json"
+    marker = marker_path(step, root)
     if not marker.is_file():
         return "todo"
     return "done" if json.loads(marker.read_text()).get("command") == step.command()[1:] else "changed"
@@ -128,11 +133,11 @@ def state(step: Step, root: Path) -> str:
 
 def run_step(step: Step, root: Path) -> None:
     """Runs one step and marks it done; a step done with the same command is skipped."""
-    marker = root / "done" / f"{step.name}.json"
-    if state(step, root) == "done":
+    marker, status = marker_path(step, root), state(step, root)
+    if status == "done":
         log.info("%s: done already (%s), skipped", step.name, marker)
         return
-    if state(step, root) == "changed":
+    if status == "changed":
         raise SystemExit(
             f"step {step.name!r} was done with another command ({marker}); its folders would mix two "
             "settings: use another --work_root, or delete the marker and the step's folder"
