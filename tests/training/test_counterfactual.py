@@ -98,6 +98,17 @@ def test_heldout_operands_are_never_put_in_a_reply():
     assert any(i["reply_operands"] != [9, 2] for i in items if i["intent"] == "minus")
 
 
+def test_categories_limit_the_questions_drawn():
+    cfg = CounterfactualConfig(items=300, categories=("arithmetic", "number"))
+    items, summary = build_items(cfg, _train(), HELDOUT)
+    assert {i["category"] for i in items} == {"arithmetic", "number"}
+    assert set(summary["counts"]) == {"arithmetic", "number"}
+    with pytest.raises(ValueError, match="--categories"):
+        CounterfactualConfig(categories=("arithmetic", "smalltalk"))
+    with pytest.raises(ValueError, match="--categories"):
+        CounterfactualConfig(categories=())
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="--items"):
         CounterfactualConfig(items=0)
@@ -127,3 +138,6 @@ def test_cli_help_and_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as done:
         main(["--corpus", str(tmp_path)])
     assert done.value.code == 2 and "build the corpus first" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as done:
+        main(["--corpus", str(tmp_path), "--categories", "smalltalk"])
+    assert done.value.code == 2 and "--categories" in capsys.readouterr().err

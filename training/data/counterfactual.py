@@ -59,6 +59,7 @@ class CounterfactualConfig:
     max_number: int = 144  # answers are drawn from 0..max_number (the corpus's largest answer: 12 x 12)
     max_operand: int = 20  # arithmetic operands drawn from 0..max_operand (the corpus asks 0-12)
     seed: int = 0
+    categories: tuple[str, ...] = CATEGORIES  # the training questions' categories to draw from
 
     def __post_init__(self) -> None:
         if self.items < 1:
@@ -67,6 +68,11 @@ class CounterfactualConfig:
             raise ValueError(f"--operand-probability must be in [0, 1], got {self.operand_probability}")
         if self.max_number < 2 or self.max_operand < 1:
             raise ValueError("--max-number must be >= 2 and --max-operand >= 1")
+        unknown = sorted(set(self.categories) - set(CATEGORIES))
+        if unknown or not self.categories:
+            raise ValueError(
+                f"--categories: choose one or more of {', '.join(CATEGORIES)} (got {unknown or 'none'})"
+            )
 
 
 def _operands(intent: Intent, cfg: CounterfactualConfig, rng: random.Random) -> tuple:
@@ -102,9 +108,9 @@ def build_items(
 
     `heldout_combos` (corpus.json: intent -> split -> operand lists): operands never put in a reply.
     """
-    sources = [r for r in train if r.get("category") in CATEGORIES and r.get("intent") in INTENTS_BY_NAME]
+    sources = [r for r in train if r.get("category") in cfg.categories and r.get("intent") in INTENTS_BY_NAME]
     if not sources:
-        raise ValueError("no training item of an answer-bearing category (arithmetic, number, ...)")
+        raise ValueError(f"no training item of an answer-bearing category among {', '.join(cfg.categories)}")
     banned = {
         (intent, tuple(ops))
         for intent, splits in heldout_combos.items()
@@ -176,13 +182,23 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--max-number", type=int, default=d.max_number, help="largest number answer")
     parser.add_argument("--max-operand", type=int, default=d.max_operand, help="largest arithmetic operand")
+    parser.add_argument(
+        "--categories",
+        default=",".join(d.categories),
+        help="comma-separated categories of the training questions to draw from (default: all six)",
+    )
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--workers", type=int, default=2, help="parallel TTS processes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         cfg = CounterfactualConfig(
-            args.items, args.operand_probability, args.max_number, args.max_operand, args.seed
+            args.items,
+            args.operand_probability,
+            args.max_number,
+            args.max_operand,
+            args.seed,
+            tuple(c.strip() for c in args.categories.split(",") if c.strip()),
         )
         write(Path(args.corpus), cfg, workers=args.workers)
     except (FileNotFoundError, ValueError) as err:
