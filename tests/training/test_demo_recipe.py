@@ -365,6 +365,44 @@ def test_spoken_numeracy_replies_get_reply_tokens_and_make_t2m_samples(tmp_path)
 
 
 @needs_tts
+def test_asked_numeracy_questions_are_spoken_by_training_voices_and_make_s2t_samples(tmp_path):
+    import soundfile as sf
+
+    from training.data.com_mixing import missing_input
+    from training.data.manifest import read_manifest
+    from training.data.numeracy import main as numeracy
+    from training.data.synth import main as synth
+    from training.recipes.demo_prepare import NUMERACY_TOKENS, with_numeracy
+
+    corpus, work = tmp_path / "corpus", tmp_path / "work"
+    synth(["--out", str(corpus), "--limit", "4", "--multiturn", "2", "--workers", "2"])
+    numeracy(["--corpus", str(corpus), "--items", "6", "--ask", "--seed", "2"])
+    meta = json.loads((corpus / "corpus.json").read_text())
+    raw = [json.loads(x) for x in (corpus / "numeracy.jsonl").read_text().splitlines()]
+    for item in raw:  # a training voice, never a held-out one, in the corpus's prosody ranges
+        assert item["voice"] in meta["user_voices"]["train"] and item["audio"].startswith("audio/numeracy/")
+        assert meta["config"]["rate_range"][0] <= item["prosody"]["rate"] <= meta["config"]["rate_range"][1]
+        info = sf.info(str(corpus / item["audio"]))
+        assert (info.samplerate, info.channels) == (16000, 1) and info.duration > 0.8
+        assert "reply_audio" not in item
+    summary = json.loads((corpus / "numeracy.json").read_text())
+    assert summary["rendered_questions"] == 6 and sum(summary["asked_by"].values()) == 6
+    numeracy(["--corpus", str(corpus), "--items", "6", "--ask", "--seed", "2"])  # same files, kept
+    assert json.loads((corpus / "numeracy.json").read_text())["rendered_questions"] == 0
+    cfg = _cfg(corpus, work, numeracy_items=4)
+    demo.run(cfg)
+    assert [i.id for i in read_manifest(work / NUMERACY_TOKENS)] == [x["id"] for x in raw]
+    added = [
+        i
+        for i in read_manifest(with_numeracy(cfg, str(work / "train.tokens.jsonl")))
+        if i.category == "numeracy"
+    ]
+    assert len(added) == 4 and all(i.audio.is_file() for i in added)
+    assert all(missing_input(i, "S2T") is None and missing_input(i, "T2T") is None for i in added)
+    assert all(missing_input(i, "S2M") == "no reply tokens" for i in added)
+
+
+@needs_tts
 def test_counterfactual_replies_get_reply_tokens_and_join_stage_2_as_speech_only_items(tmp_path):
     from training.data.com_mixing import missing_input
     from training.data.counterfactual import main as counterfactual

@@ -1,6 +1,6 @@
 """Numeracy text for the LLM: arithmetic beyond the QA domain's operands, with no held-out fact.
 
-    python -m training.data.numeracy --corpus data/corpus --items 6000 [--speak]
+    python -m training.data.numeracy --corpus data/corpus --items 6000 [--speak] [--ask]
 
 The paper's LLM (Qwen2.5) arrives knowing arithmetic; the demo's LLM is trained from scratch on the
 corpus, whose arithmetic operands run 0-12. The corpus holds some operand combinations out of
@@ -19,7 +19,10 @@ with a = 1 all state the additive fact {a, b} -> c; "a times b is c" states the 
 (`heldout_facts`). The items have no user audio, so CoM-Mixing uses them only as T2T
 (`training.data.com_mixing.missing_input`), and with --speak, whose replies are rendered in the
 assistant voice (`replies/<hash>.wav`, as the corpus's own) and so get reply tokens, also as T2M;
-category "numeracy".
+with --ask, whose questions are spoken by the voices that speak the corpus's training questions
+(train and train_extra; never a held-out voice) in the corpus's prosody ranges
+(`audio/numeracy/*.wav`), also as S2T (and S2M with --speak), so that the ear's path to the LLM
+learns the numbers too; category "numeracy".
 
 Output, inside --corpus: `numeracy.jsonl` (manifest lines: id, text, reply_text, answers, category,
 intent, phrasing, operands; --speak: reply_audio) and `numeracy.json` (counts and the facts that
@@ -32,6 +35,7 @@ import argparse
 import json
 import logging
 import random
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,7 +199,36 @@ def speak(corpus: Path, items: list[dict], workers: int = 2, progress: bool = Tr
     return render_audio(list(jobs.values()), corpus, workers, progress)
 
 
-def write(corpus: Path, cfg: NumeracyConfig, spoken: bool = False, workers: int = 2) -> Path:
+def training_voices(meta: dict) -> list[str]:
+    """The voices that speak the corpus's training questions (its train and train_extra splits)."""
+    counts = meta.get("counts", {})
+    voices = sorted({v for split in ("train", "train_extra") for v in counts.get(split, {}).get("voice", {})})
+    if not voices:
+        raise ValueError("corpus.json names no training voice (counts.train.voice); rebuild the corpus")
+    return voices
+
+
+def ask(
+    corpus: Path, items: list[dict], meta: dict, seed: int, workers: int = 2, progress: bool = True
+) -> int:
+    """--ask: each item's question spoken by a training voice (drawn per item) with prosody drawn in the
+    corpus's ranges, recorded in the item's `audio`, `voice` and `prosody`; returns how many files were
+    rendered (existing ones are kept)."""
+    from training.data.synth import render_audio, user_job
+    from training.data.synth_plan import _prosody, _user_audio_path, prosody_config
+
+    voices, config = training_voices(meta), prosody_config(corpus, meta)
+    rng = random.Random(f"{seed}:{CATEGORY}:ask")
+    for item in items:
+        item["voice"], item["prosody"] = rng.choice(voices), _prosody(rng, config)
+        item["audio"] = _user_audio_path(CATEGORY, item["id"], item["text"], item["voice"], item["prosody"])
+    jobs = [user_job(i["text"], i["audio"], i["voice"], i["prosody"]) for i in items]
+    return render_audio(jobs, corpus, workers, progress)
+
+
+def write(
+    corpus: Path, cfg: NumeracyConfig, spoken: bool = False, workers: int = 2, asked: bool = False
+) -> Path:
     meta_path = corpus / "corpus.json"
     if not meta_path.is_file():
         raise FileNotFoundError(
@@ -206,6 +239,9 @@ def write(corpus: Path, cfg: NumeracyConfig, spoken: bool = False, workers: int 
     if spoken:
         summary["spoken_replies"] = len({item["reply_text"] for item in items})
         speak(corpus, items, workers)
+    if asked:
+        summary["rendered_questions"] = ask(corpus, items, meta, cfg.seed, workers)
+        summary["asked_by"] = dict(sorted(Counter(i["voice"] for i in items).items()))
     out = corpus / FILE
     out.write_text("".join(json.dumps(item) + "\n" for item in items))
     (corpus / "numeracy.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -233,12 +269,18 @@ def main(argv: list[str] | None = None) -> None:
         help="also render each reply in the assistant voice (reply_audio), so that the speaking modes (T2M) "
         "learn the numbers too",
     )
-    parser.add_argument("--workers", type=int, default=2, help="parallel TTS processes of --speak")
+    parser.add_argument(
+        "--ask",
+        action="store_true",
+        help="also speak each question by the corpus's training voices (audio), so that the speech input "
+        "modes (S2T) learn the numbers too",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="parallel TTS processes of --speak / --ask")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = NumeracyConfig(args.items, args.max_addend, args.max_minuend, args.max_factor, args.seed)
     try:
-        write(Path(args.corpus), cfg, spoken=args.speak, workers=args.workers)
+        write(Path(args.corpus), cfg, spoken=args.speak, workers=args.workers, asked=args.ask)
     except (FileNotFoundError, ValueError) as err:
         parser.error(str(err))
 

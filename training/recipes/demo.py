@@ -193,8 +193,8 @@ class DemoConfig:
     weight_decay: float = arg(0.0, "AdamW weight decay of the cocktail and continued stage-2 steps")
     numeracy_items: int = arg(
         0,
-        "text-only arithmetic items beyond the corpus's operands (the corpus's numeracy.jsonl, python -m "
-        "training.data.numeracy) added to the T2T samples of the text-LLM, cocktail and continued steps",
+        "arithmetic items beyond the corpus's operands (the corpus's numeracy.jsonl, python -m training."
+        "data.numeracy) as T2T (+ S2T / T2M if --ask / --speak) samples of the text-LLM, cocktail, continued",
     )
     counterfactual_items: int = arg(
         0,

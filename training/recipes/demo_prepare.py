@@ -75,9 +75,9 @@ def ctc_manifests(cfg: DemoConfig, work: Path) -> tuple[Path, Path]:
 
 def with_numeracy(cfg: DemoConfig, manifest: str) -> str:
     """`manifest` followed by the first --numeracy_items items of the corpus's numeracy.jsonl
-    (`training.data.numeracy`: no user audio, so CoM-Mixing makes them T2T samples, and T2M ones
-    too where `prepare` found their replies spoken and wrote their reply tokens to
-    numeracy.tokens.jsonl beside `manifest`), written beside it (audio paths stay relative to the
+    (`training.data.numeracy`: T2T samples; T2M ones too where their replies are spoken, S2T ones
+    where their questions are, which `prepare` then tokenised to numeracy.tokens.jsonl beside
+    `manifest`), written beside it (audio paths stay relative to the
     same folder); `manifest` itself when --numeracy_items is 0."""
     if not cfg.numeracy_items:
         return manifest
@@ -117,8 +117,9 @@ def _joined(manifest: str, lines: list[str], tag: str) -> str:
     return str(out)
 
 
-def _spoken_numeracy(corpus: Path) -> bool:
-    """Whether the corpus's numeracy items have their replies spoken (`training.data.numeracy --speak`)."""
+def _rendered_numeracy(corpus: Path) -> bool:
+    """Whether the corpus's numeracy items have audio: their replies spoken (`training.data.numeracy
+    --speak`) or their questions (`--ask`)."""
     import json
 
     source = corpus / NUMERACY_FILE
@@ -126,7 +127,8 @@ def _spoken_numeracy(corpus: Path) -> bool:
         return False
     with source.open() as f:
         first = f.readline()
-    return bool(first.strip()) and bool(json.loads(first).get("reply_audio"))
+    item = json.loads(first) if first.strip() else {}
+    return bool(item.get("reply_audio") or item.get("audio"))
 
 
 def refit_decoder(cfg: DemoConfig, corpus: Path, codec_dir: Path) -> None:
@@ -239,8 +241,8 @@ def prepare(cfg: DemoConfig, work: Path) -> None:
     if cfg.question_words:
         general_manifest(corpus, "questions")
         splits.append(QUESTION_WORDS_SPLIT)
-    if cfg.numeracy_items and _spoken_numeracy(corpus):
-        splits.append(NUMERACY_SPLIT)  # training.data.numeracy --speak: reply tokens for T2M samples
+    if cfg.numeracy_items and _rendered_numeracy(corpus):
+        splits.append(NUMERACY_SPLIT)  # numeracy --speak / --ask: reply tokens (T2M), question mels (S2T)
     if cfg.counterfactual_items:
         _require(
             corpus,
