@@ -25,8 +25,8 @@ with --ask, whose questions are spoken by the voices that speak the corpus's tra
 learns the numbers too; category "numeracy".
 
 Output, inside --corpus: `numeracy.jsonl` (manifest lines: id, text, reply_text, answers, category,
-intent, phrasing, operands; --speak: reply_audio) and `numeracy.json` (counts and the facts that
-were left out).
+intent, phrasing, operands; --speak: reply_audio; --ask: audio, voice, prosody) and `numeracy.json`
+(counts, the facts that were left out, and with --ask the voices and how many files were rendered).
 """
 
 from __future__ import annotations
