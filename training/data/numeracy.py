@@ -201,8 +201,10 @@ def speak(corpus: Path, items: list[dict], workers: int = 2, progress: bool = Tr
 
 def training_voices(meta: dict) -> list[str]:
     """The voices that speak the corpus's training questions (its train and train_extra splits)."""
+    from training.data.synth_plan import EXTRA_SPLIT
+
     counts = meta.get("counts", {})
-    voices = sorted({v for split in ("train", "train_extra") for v in counts.get(split, {}).get("voice", {})})
+    voices = sorted({v for split in ("train", EXTRA_SPLIT) for v in counts.get(split, {}).get("voice", {})})
     if not voices:
         raise ValueError("corpus.json names no training voice (counts.train.voice); rebuild the corpus")
     return voices
