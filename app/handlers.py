@@ -35,6 +35,7 @@ SAMPLING_FIELDS: tuple[str, ...] = (
     "repetition_penalty",
     "seed",
     "max_new_steps",
+    "audio_views",
 )
 CHAT_OUTPUTS = ("chatbot", "reply_audio", "metrics", "status", "state", "text", "audio", "send", "stop")
 COMPARE_OUTPUTS = (
@@ -63,7 +64,7 @@ def sampling_from_values(values: Sequence[Any], max_new_steps: int) -> SamplingC
     try:
         seed = settings["seed"]
         settings["seed"] = None if seed is None or seed == "" or int(seed) < 0 else int(seed)
-        for name in ("top_k", "speech_top_k", "max_new_steps"):
+        for name in ("top_k", "speech_top_k", "max_new_steps", "audio_views"):
             settings[name] = int(settings[name])
         settings["max_new_steps"] = min(settings["max_new_steps"], max_new_steps)
         return SamplingConfig(**settings)

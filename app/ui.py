@@ -16,6 +16,7 @@ from app.context import AppContext
 from app.data_tab import PAIR_COLUMNS, TURN_COLUMNS, WIN_COLUMNS, DataHandlers
 from app.handlers import ChatHandlers, ChatState, CompareHandlers, CompareState
 from app.turns import mode_label
+from core.mel_views import VIEWS
 from core.modes import MODES
 from core.sampling import SamplingConfig
 
@@ -52,8 +53,15 @@ def sampling_controls() -> list[gr.components.Component]:
             max_new_steps = gr.Slider(
                 10, 600, d.max_new_steps, step=10, label="Max LLM steps (5 per second of speech)"
             )
+        audio_views = gr.Slider(
+            1,
+            len(VIEWS),
+            d.audio_views,
+            step=1,
+            label="Hear spoken input N ways (faster/slower, higher/lower; text from their consensus; slower)",
+        )
     return [temperature, top_p, top_k, speech_temperature, speech_top_p, speech_top_k, repetition_penalty, seed,
-            max_new_steps]  # fmt: skip
+            max_new_steps, audio_views]  # fmt: skip
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:

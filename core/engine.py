@@ -7,6 +7,7 @@ final `Done` with the reply text, the generated speech tokens and the timings.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -19,6 +20,7 @@ import torch
 
 from core.codec.background import BackgroundStream
 from core.generate import DrVoiceGenerator, GenResult
+from core.mel_views import VIEWS, mel_view
 from core.modes import get_mode, split_chain_text
 from core.sampling import SamplingConfig
 from core.sequence import HistoryTurn, SequenceBuilder, UserInput
@@ -122,7 +124,9 @@ class VoiceChatEngine:
         return int(self.codec.sample_rate) if self.codec is not None else 0
 
     # ---- inputs --------------------------------------------------------------------------------------
-    def _user_input(self, text: str | None, audio: Any, want_audio: bool, max_chars: int) -> UserInput:
+    def _user_input(
+        self, text: str | None, audio: Any, want_audio: bool, max_chars: int, view: tuple[float, float] | None
+    ) -> UserInput:
         if want_audio:
             if audio is None:
                 raise InputError("This mode answers speech: record or upload audio first.")
@@ -132,7 +136,8 @@ class VoiceChatEngine:
             if self.config.user_audio == "continuous":
                 from core.encoder import log_mel
 
-                return UserInput(text=text, mels=log_mel(wav, self.config.encoder["n_mels"]))
+                mels = log_mel(wav, self.config.encoder["n_mels"])
+                return UserInput(text=text, mels=mel_view(mels, *view) if view else mels)
             if self.user_tokenizer is None:
                 raise InputError("this checkpoint takes discrete user speech but has no speech tokenizer")
             return UserInput(text=text, speech_tokens=self.user_tokenizer.encode(wav).tolist())
@@ -143,17 +148,39 @@ class VoiceChatEngine:
             raise InputError(f"The message is {len(text)} characters long; the limit is {max_chars}.")
         return UserInput(text=text)
 
-    def build_prompt(self, request: ChatRequest):
+    def build_prompt(self, request: ChatRequest, view: tuple[float, float] | None = None):
+        """The prompt layout of a request; `view` (tempo, warp) hears all its speech that way."""
         mode = get_mode(request.mode)
+        limit = request.max_text_chars
         history = [
             HistoryTurn(
-                self._user_input(h.user_text, h.user_audio, h.user_audio is not None, request.max_text_chars),
+                self._user_input(h.user_text, h.user_audio, h.user_audio is not None, limit, view),
                 h.assistant_text,
             )
             for h in request.history
         ]
-        user = self._user_input(request.text, request.audio, mode.speech_input, request.max_text_chars)
+        user = self._user_input(request.text, request.audio, mode.speech_input, limit, view)
         return self.builder.prompt(mode.name, user, history, request.system_prompt)
+
+    def view_prompts(self, request: ChatRequest) -> list:
+        """The prompts of the request's extra audio views (`SamplingConfig.audio_views` - 1 of
+        `core.mel_views.VIEWS` after the plain one); none for text input or discrete user speech,
+        and a view whose prompt does not fit the position budget is left out."""
+        n = request.sampling.audio_views
+        if n <= 1 or not get_mode(request.mode).speech_input or self.config.user_audio != "continuous":
+            return []
+        from core.audio import load_audio
+
+        def loaded(audio: Any) -> Any:  # decoded once, not once per view
+            return None if audio is None else load_audio(audio)
+
+        request = dataclasses.replace(
+            request,
+            audio=loaded(request.audio),
+            history=[dataclasses.replace(h, user_audio=loaded(h.user_audio)) for h in request.history],
+        )
+        prompts = (self.build_prompt(request, view) for view in VIEWS[1:n])
+        return [p for p in prompts if len(p) < self.config.max_positions]
 
     # ---- streaming -----------------------------------------------------------------------------------
     def stream(self, request: ChatRequest, cancel: threading.Event | None = None) -> Iterator[Event]:
@@ -169,9 +196,10 @@ class VoiceChatEngine:
             raise InputError(f"mode {mode.name} speaks, but this checkpoint has no speech detokenizer")
         with self._lock:
             prompt = self.build_prompt(request)
-            yield from self._run(prompt, mode, request.sampling, cancel, start)
+            views = self.view_prompts(request)
+            yield from self._run(prompt, mode, request.sampling, cancel, start, views)
 
-    def _run(self, prompt, mode, sampling, cancel, start) -> Iterator[Event]:
+    def _run(self, prompt, mode, sampling, cancel, start, views=()) -> Iterator[Event]:
         detok = None
         if mode.speech_output:
             background = self.background_audio
@@ -179,12 +207,12 @@ class VoiceChatEngine:
                 background = self.model.device.type != "cpu" or torch.get_num_threads() == 1
             detok = BackgroundStream(self.codec.stream()) if background else self.codec.stream()
         try:
-            yield from self._steps(prompt, mode, sampling, cancel, start, detok)
+            yield from self._steps(prompt, mode, sampling, cancel, start, detok, views)
         finally:
             if isinstance(detok, BackgroundStream):
                 detok.close()  # a cancelled or failed reply: stop the worker
 
-    def _steps(self, prompt, mode, sampling, cancel, start, detok) -> Iterator[Event]:
+    def _steps(self, prompt, mode, sampling, cancel, start, detok, views) -> Iterator[Event]:
         ids = self.config.special_token_ids
         chain_stream, reply_stream = _TextStream(self.tokenizer), _TextStream(self.tokenizer)
         first_text = first_audio = None
@@ -206,7 +234,14 @@ class VoiceChatEngine:
                 n_samples += len(c)
 
         for step in self.generator.stream(
-            prompt, mode.name, sampling, decode=self.decode, matmul=self.matmul, cancel=cancel, result=result
+            prompt,
+            mode.name,
+            sampling,
+            decode=self.decode,
+            matmul=self.matmul,
+            cancel=cancel,
+            result=result,
+            views=views,
         ):
             tok = step.text_token
             if step.kind == "text" and mode.is_chain:

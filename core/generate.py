@@ -9,7 +9,7 @@ parallel phase when they emit <|audio_bos|>. See core/sequence.py for the positi
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -142,6 +142,7 @@ class DrVoiceGenerator:
         matmul: str = "auto",
         cancel: threading.Event | None = None,
         result: GenResult | None = None,
+        views: Sequence[Example] = (),
     ) -> Iterator[GenStep]:
         """Generates a reply step by step.
 
@@ -156,6 +157,10 @@ class DrVoiceGenerator:
                 (float16 copies of float32 weights on a CPU with several threads), "fp32", "fp16" or "bf16".
             cancel: set it to stop after the current step.
             result: filled with the step count and stop reason.
+            views: prompts of the same turn with the user's speech heard another way
+                (`core.mel_views`; the engine makes them for `SamplingConfig.audio_views`). Each
+                runs its own LLM cache and is fed the same tokens; text tokens are drawn from the
+                mean of all prompts' log-probabilities, speech from `prompt`'s hidden states.
         Yields:
             One GenStep per LLM step.
         Raises:
@@ -182,13 +187,27 @@ class DrVoiceGenerator:
         if decode == "lean":
             llm_how = "lean" if unsupported_reason(model.llm.model) is None else "cached"
             srh_how = "lean" if unsupported_reason(model.srh.decoder) is None else "cached"
-        llm = _Decoder(
-            self._llm_forward,
-            model.llm.model,
-            llm_how,
-            wrap=lambda emb, run: run(emb),
-            matmul_dtype=matmul_dtype(matmul, model.llm.model),
-        )
+        llm_dtype = matmul_dtype(matmul, model.llm.model)
+
+        def llm_decoder() -> _Decoder:
+            return _Decoder(
+                self._llm_forward,
+                model.llm.model,
+                llm_how,
+                wrap=lambda emb, run: run(emb),
+                matmul_dtype=llm_dtype,
+            )
+
+        def prefill(run: _Decoder, p: Example) -> torch.Tensor:
+            emb = model.embed_inputs(
+                p.input_ids[None].to(dev),
+                p.speech_inputs[None].to(dev),
+                p.speech_input_mask[None].to(dev),
+                p.mels,
+            )
+            return run(emb)[0, -1]  # (D,)
+
+        llm = llm_decoder()
         srh = _Decoder(
             self._srh_forward,
             model.srh.decoder,
@@ -196,15 +215,10 @@ class DrVoiceGenerator:
             wrap=self._srh_lean,
             matmul_dtype=matmul_dtype(matmul, model.srh.decoder),
         )
-        p = prompt
-        emb = model.embed_inputs(
-            p.input_ids[None].to(dev),
-            p.speech_inputs[None].to(dev),
-            p.speech_input_mask[None].to(dev),
-            p.mels,
-        )
-        hidden = llm(emb)[0, -1]  # (D,)
-        last_input = int(p.input_ids[-1])
+        hidden = prefill(llm, prompt)
+        extras = [llm_decoder() for _ in views]  # one cache per extra view of the user's speech
+        extra_hidden = [prefill(run, p) for run, p in zip(extras, views, strict=True)]
+        last_input = int(prompt.input_ids[-1])
         parallel = m.speech_output and not m.is_chain
         text_done = speech_done = False
         prev_speech = cfg.speech_bos
@@ -217,6 +231,12 @@ class DrVoiceGenerator:
 
         def draw_text(mask: torch.Tensor) -> int:
             logits = llm.project(hidden, model.llm.lm_head).float() + mask
+            if extras:  # the views' mean log-probability (masked tokens stay at -inf)
+                head = model.llm.lm_head
+                scores = [
+                    run.project(h, head).float() + mask for run, h in zip(extras, extra_hidden, strict=True)
+                ]
+                logits = torch.stack([torch.log_softmax(x, -1) for x in (logits, *scores)]).mean(0)
             return sample_token(logits.cpu(), sampling.temperature, sampling.top_k, sampling.top_p, gen)
 
         for step in range(sampling.max_new_steps):
@@ -233,6 +253,7 @@ class DrVoiceGenerator:
                     parallel = True
                     if follow:
                         forced = [*self.draft_ids(m.name, chain_ids), ids["im_end"]]
+                        extras, extra_hidden = [], []  # no text is drawn from here on
                 else:
                     chain_ids.append(tok)
                 next_emb = model.text_embed(torch.tensor([[tok]], device=dev))
@@ -288,5 +309,7 @@ class DrVoiceGenerator:
                     f"(about {budget / 5 / 60:.1f} min at 5 Hz); start a new conversation"
                 )
             hidden = llm(next_emb)[0, -1]
+            extras = [run for run in extras if run.length + 1 <= budget]  # a slowed view is longer
+            extra_hidden = [run(next_emb)[0, -1] for run in extras]
             last_input = tok
         result.stop_reason = "max_steps"

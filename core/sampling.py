@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from core.mel_views import VIEWS
+
 
 @dataclass(frozen=True)
 class SamplingConfig:
@@ -23,6 +25,9 @@ class SamplingConfig:
     seed: int | None = None  # makes sampling reproducible
     follow_draft: bool = True  # STC/SAC: the parallel text repeats the drafted response (as trained)
     max_new_steps: int = 600  # LLM steps of the reply (600 = 2 min of speech at 5 Hz)
+    # Speech input heard in this many of `core.mel_views.VIEWS` (faster/slower, higher/lower); each
+    # text token is chosen from the mean of their log-probabilities. 1 = the recording as it is.
+    audio_views: int = 1
 
     def __post_init__(self) -> None:
         for name in ("temperature", "speech_temperature"):
@@ -36,6 +41,8 @@ class SamplingConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 1.0 <= self.repetition_penalty <= 10.0:
             raise ValueError(f"repetition_penalty must be in [1, 10], got {self.repetition_penalty}")
+        if not 1 <= self.audio_views <= len(VIEWS):
+            raise ValueError(f"audio_views must be in [1, {len(VIEWS)}], got {self.audio_views}")
         if self.max_new_steps < 1:
             raise ValueError(f"max_new_steps must be >= 1, got {self.max_new_steps}")
 

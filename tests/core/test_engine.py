@@ -63,6 +63,19 @@ def _run(engine, request):
     return events, events[-1]
 
 
+def test_audio_views_hear_the_question_in_several_tempos(engine, question):
+    """Extra prompts only for speech input; the slower view is longer; the answer survives them."""
+    several = SamplingConfig(audio_views=3)
+    plain = engine.build_prompt(ChatRequest("S2T", audio=question))
+    slower, faster = engine.view_prompts(ChatRequest("S2T", audio=question, sampling=several))
+    frames = [p.mels[0].shape[-1] for p in (slower, plain, faster)]
+    assert frames[0] > frames[1] > frames[2]
+    assert engine.view_prompts(ChatRequest("S2T", audio=question)) == []
+    assert engine.view_prompts(ChatRequest("T2T", text=QUESTION, sampling=several)) == []
+    _, done = _run(engine, ChatRequest("S2T", audio=question, sampling=several))
+    assert done.reply_text == REPLY
+
+
 @pytest.mark.parametrize("mode", MODE_NAMES)
 def test_every_mode_streams_typed_events(trained, question, mode):
     """The overfitted checkpoint answers in every mode; text, phases, audio and tokens all line up."""

@@ -15,7 +15,8 @@ from __future__ import annotations
 import os
 
 import torch
-import torch.nn.functional as F
+
+from core.mel_views import retime, warp_mel
 
 TEMPO = (0.85, 1.15)
 MEL_WARP = (0.88, 1.12)
@@ -28,22 +29,13 @@ def augment_mel(mel: torch.Tensor, generator: torch.Generator, tempo: bool = Tru
     Args:
         tempo: resample the time axis (the frame count changes by up to 15%); False keeps F.
     """
-    n_mels, frames = mel.shape
 
     def uniform(low: float, high: float) -> float:
         return low + (high - low) * float(torch.rand((), generator=generator))
 
-    out = mel.float()
     rate = uniform(*TEMPO)  # > 1: faster speech, fewer frames (drawn always: same stream either way)
-    if tempo:
-        size = max(2, round(frames / rate))
-        out = F.interpolate(out[None], size=size, mode="linear", align_corners=True)[0]
-    warp = uniform(*MEL_WARP)  # bin i reads bin i * warp
-    source = (torch.arange(n_mels, dtype=torch.float32) * warp).clamp(max=n_mels - 1)
-    low = source.floor().long()
-    high = (low + 1).clamp(max=n_mels - 1)
-    frac = (source - low)[:, None]
-    out = out[low] * (1 - frac) + out[high] * frac  # a new tensor: the input is untouched
+    out = retime(mel, rate) if tempo else mel.float()
+    out = warp_mel(out, uniform(*MEL_WARP))  # a new tensor: the input is untouched
     fill = out.mean()
     for widest, axis in MASKS:
         extent = out.shape[axis]

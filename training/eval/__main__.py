@@ -79,6 +79,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
         action="store_true",
         help="STC/SAC: let the text head write the parallel text afresh instead of repeating the draft",
     )
+    parser.add_argument(
+        "--audio-views",
+        type=int,
+        default=1,
+        help="speech modes: hear each question in this many tempo / mel-warp views (core.mel_views) and "
+        "draw text from their mean log-probability (default 1: the recording as it is)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -97,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             seed=args.seed,
             max_new_steps=args.max_new_steps,
             follow_draft=not args.no_follow_draft,
+            audio_views=args.audio_views,
         )
         vocabulary = training_vocabulary(args.train_manifest) if args.train_manifest else None
         items = read_eval_manifest(args.manifest, args.limit, vocabulary)
