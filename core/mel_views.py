@@ -8,8 +8,9 @@ Training perturbs user speech with random draws of these two (`training.data.aug
 0.85-1.15, warp 0.88-1.12). At inference the generator can hear one question in several of the
 fixed `VIEWS` and choose each text token from the mean of their log-probabilities
 (`SamplingConfig.audio_views`): a test-time ensemble over the encoder's view of a voice it has not
-heard. On the demo's test split (640 spoken questions, S2T) 5 views answered 433 against 422 with
-one (McNemar p = 0.003), most of it on the two held-out voices; see checkpoints/demo/EXPERIMENTS.md.
+heard. On the demo's test split (640 spoken questions, S2T) 3 views answered 434 against 422 with
+one (McNemar p = 0.012), most of it on held-out voices and phrasings; 5 views 433, 9 views 436
+(checkpoints/demo/EXPERIMENTS.md).
 """
 
 from __future__ import annotations
