@@ -58,7 +58,8 @@ def sampling_controls() -> list[gr.components.Component]:
             len(VIEWS),
             d.audio_views,
             step=1,
-            label="Hear spoken input N ways (faster/slower, higher/lower; text from their consensus; slower)",
+            label="Hear spoken input N ways (slower/faster, higher/lower) and write their consensus: "
+            "3 answers S2T and chain modes more often; each way adds time",
         )
     return [temperature, top_p, top_k, speech_temperature, speech_top_p, speech_top_k, repetition_penalty, seed,
             max_new_steps, audio_views]  # fmt: skip

@@ -84,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         type=int,
         default=1,
         help="speech modes: hear each question in this many tempo / mel-warp views (core.mel_views) and "
-        "draw text from their mean log-probability (default 1: the recording as it is)",
+        "draw text from their mean log-probability (default 1: the recording as it is; 3 helps S2T and "
+        "the chain modes)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
