@@ -162,16 +162,17 @@ class VoiceChatEngine:
         user = self._user_input(request.text, request.audio, mode.speech_input, limit, view)
         return self.builder.prompt(mode.name, user, history, request.system_prompt)
 
-    def view_prompts(self, request: ChatRequest) -> list:
-        """The prompts of the request's extra audio views (`SamplingConfig.audio_views` - 1 of
-        `core.mel_views.VIEWS` after the plain one); none for text input or discrete user speech,
-        and a view whose prompt does not fit the position budget is left out."""
+    def prompts(self, request: ChatRequest) -> tuple[Any, list]:
+        """The request's prompt and those of its extra audio views (`SamplingConfig.audio_views` - 1
+        of `core.mel_views.VIEWS` after the plain one). No views for text input or discrete user
+        speech; a view whose prompt does not fit the position budget is left out. With views, each
+        audio input is decoded once for all of them."""
         n = request.sampling.audio_views
         if n <= 1 or not get_mode(request.mode).speech_input or self.config.user_audio != "continuous":
-            return []
+            return self.build_prompt(request), []
         from core.audio import load_audio
 
-        def loaded(audio: Any) -> Any:  # decoded once, not once per view
+        def loaded(audio: Any) -> Any:
             return None if audio is None else load_audio(audio)
 
         request = dataclasses.replace(
@@ -179,8 +180,8 @@ class VoiceChatEngine:
             audio=loaded(request.audio),
             history=[dataclasses.replace(h, user_audio=loaded(h.user_audio)) for h in request.history],
         )
-        prompts = (self.build_prompt(request, view) for view in VIEWS[1:n])
-        return [p for p in prompts if len(p) < self.config.max_positions]
+        views = (self.build_prompt(request, view) for view in VIEWS[1:n])
+        return self.build_prompt(request), [p for p in views if len(p) < self.config.max_positions]
 
     # ---- streaming -----------------------------------------------------------------------------------
     def stream(self, request: ChatRequest, cancel: threading.Event | None = None) -> Iterator[Event]:
@@ -195,8 +196,7 @@ class VoiceChatEngine:
         if mode.speech_output and self.codec is None:
             raise InputError(f"mode {mode.name} speaks, but this checkpoint has no speech detokenizer")
         with self._lock:
-            prompt = self.build_prompt(request)
-            views = self.view_prompts(request)
+            prompt, views = self.prompts(request)
             yield from self._run(prompt, mode, request.sampling, cancel, start, views)
 
     def _run(self, prompt, mode, sampling, cancel, start, views=()) -> Iterator[Event]:

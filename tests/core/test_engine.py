@@ -2,6 +2,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
 from core.audio import AudioInputError, load_audio
 from core.checkpoint import save_pretrained
@@ -66,12 +67,12 @@ def _run(engine, request):
 def test_audio_views_hear_the_question_in_several_tempos(engine, question):
     """Extra prompts only for speech input; the slower view is longer; the answer survives them."""
     several = SamplingConfig(audio_views=3)
-    plain = engine.build_prompt(ChatRequest("S2T", audio=question))
-    slower, faster = engine.view_prompts(ChatRequest("S2T", audio=question, sampling=several))
+    plain, (slower, faster) = engine.prompts(ChatRequest("S2T", audio=question, sampling=several))
+    assert torch.equal(plain.mels[0], engine.build_prompt(ChatRequest("S2T", audio=question)).mels[0])
     frames = [p.mels[0].shape[-1] for p in (slower, plain, faster)]
     assert frames[0] > frames[1] > frames[2]
-    assert engine.view_prompts(ChatRequest("S2T", audio=question)) == []
-    assert engine.view_prompts(ChatRequest("T2T", text=QUESTION, sampling=several)) == []
+    assert engine.prompts(ChatRequest("S2T", audio=question))[1] == []
+    assert engine.prompts(ChatRequest("T2T", text=QUESTION, sampling=several))[1] == []
     _, done = _run(engine, ChatRequest("S2T", audio=question, sampling=several))
     assert done.reply_text == REPLY
 
