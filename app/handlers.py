@@ -36,6 +36,7 @@ SAMPLING_FIELDS: tuple[str, ...] = (
     "seed",
     "max_new_steps",
     "audio_views",
+    "text_guide",
 )
 CHAT_OUTPUTS = ("chatbot", "reply_audio", "metrics", "status", "state", "text", "audio", "send", "stop")
 COMPARE_OUTPUTS = (

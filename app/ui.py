@@ -53,16 +53,25 @@ def sampling_controls() -> list[gr.components.Component]:
             max_new_steps = gr.Slider(
                 10, 600, d.max_new_steps, step=10, label="Max LLM steps (5 per second of speech)"
             )
-        audio_views = gr.Slider(
-            1,
-            len(VIEWS),
-            d.audio_views,
-            step=1,
-            label="Hear spoken input N ways (slower/faster, higher/lower) and write their consensus: "
-            "3 answers S2T and chain modes more often; each way adds time",
-        )
+        with gr.Row():
+            audio_views = gr.Slider(
+                1,
+                len(VIEWS),
+                d.audio_views,
+                step=1,
+                label="Hear spoken input N ways (slower/faster, higher/lower) and write their consensus: "
+                "3 answers S2T and chain modes more often; each way adds time",
+            )
+            text_guide = gr.Slider(
+                0,
+                1,
+                d.text_guide,
+                step=0.25,
+                label="S2M/T2M: let the text-only mode help write the text (0 = off, 1 = it writes it); "
+                "the text is right more often, the speech stays the same, so they can disagree",
+            )
     return [temperature, top_p, top_k, speech_temperature, speech_top_p, speech_top_k, repetition_penalty, seed,
-            max_new_steps, audio_views]  # fmt: skip
+            max_new_steps, audio_views, text_guide]  # fmt: skip
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:

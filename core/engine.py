@@ -21,7 +21,7 @@ import torch
 from core.codec.background import BackgroundStream
 from core.generate import DrVoiceGenerator, GenResult
 from core.mel_views import VIEWS, mel_view
-from core.modes import get_mode, split_chain_text
+from core.modes import get_mode, split_chain_text, text_twin
 from core.sampling import SamplingConfig
 from core.sequence import HistoryTurn, SequenceBuilder, UserInput
 from core.types import AudioChunk, Done, Event, PhaseStart, TextDelta, Timings, Waveform
@@ -162,26 +162,38 @@ class VoiceChatEngine:
         user = self._user_input(request.text, request.audio, mode.speech_input, limit, view)
         return self.builder.prompt(mode.name, user, history, request.system_prompt)
 
-    def prompts(self, request: ChatRequest) -> tuple[Any, list]:
-        """The request's prompt and those of its extra audio views (`SamplingConfig.audio_views` - 1
-        of `core.mel_views.VIEWS` after the plain one). No views for text input or discrete user
-        speech; a view whose prompt does not fit the position budget is left out. With views, each
-        audio input is decoded once for all of them."""
-        n = request.sampling.audio_views
-        if n <= 1 or not get_mode(request.mode).speech_input or self.config.user_audio != "continuous":
-            return self.build_prompt(request), []
-        from core.audio import load_audio
+    def prompts(self, request: ChatRequest) -> tuple[Any, list, list]:
+        """The request's prompt, those of its extra audio views and those of its text guide.
 
-        def loaded(audio: Any) -> Any:
-            return None if audio is None else load_audio(audio)
+        Views: `SamplingConfig.audio_views` - 1 of `core.mel_views.VIEWS` after the plain one, for
+        continuous user speech only. Guides (`SamplingConfig.text_guide` > 0, S2M/T2M): the same turn
+        in the text-only twin mode (`core.modes.text_twin`) with its default system prompt, heard
+        in the plain view and in every extra one. A prompt that does not fit the position budget
+        is left out. Each audio input is decoded once for all of them."""
+        mode, sampling = get_mode(request.mode), request.sampling
+        continuous = mode.speech_input and self.config.user_audio == "continuous"
+        extra = VIEWS[1 : sampling.audio_views] if continuous else ()
+        twin = text_twin(mode) if sampling.text_guide > 0 else None
+        if mode.speech_input and (extra or twin is not None):
+            from core.audio import load_audio
 
-        request = dataclasses.replace(
-            request,
-            audio=loaded(request.audio),
-            history=[dataclasses.replace(h, user_audio=loaded(h.user_audio)) for h in request.history],
-        )
-        views = (self.build_prompt(request, view) for view in VIEWS[1:n])
-        return self.build_prompt(request), [p for p in views if len(p) < self.config.max_positions]
+            def loaded(audio: Any) -> Any:
+                return None if audio is None else load_audio(audio)
+
+            request = dataclasses.replace(
+                request,
+                audio=loaded(request.audio),
+                history=[dataclasses.replace(h, user_audio=loaded(h.user_audio)) for h in request.history],
+            )
+
+        def fitting(req: ChatRequest, views) -> list:
+            prompts = (self.build_prompt(req, view) for view in views)
+            return [p for p in prompts if len(p) < self.config.max_positions]
+
+        guides = []
+        if twin is not None:
+            guides = fitting(dataclasses.replace(request, mode=twin.name, system_prompt=None), (None, *extra))
+        return self.build_prompt(request), fitting(request, extra), guides
 
     # ---- streaming -----------------------------------------------------------------------------------
     def stream(self, request: ChatRequest, cancel: threading.Event | None = None) -> Iterator[Event]:
@@ -196,10 +208,10 @@ class VoiceChatEngine:
         if mode.speech_output and self.codec is None:
             raise InputError(f"mode {mode.name} speaks, but this checkpoint has no speech detokenizer")
         with self._lock:
-            prompt, views = self.prompts(request)
-            yield from self._run(prompt, mode, request.sampling, cancel, start, views)
+            prompt, views, guides = self.prompts(request)
+            yield from self._run(prompt, mode, request.sampling, cancel, start, views, guides)
 
-    def _run(self, prompt, mode, sampling, cancel, start, views=()) -> Iterator[Event]:
+    def _run(self, prompt, mode, sampling, cancel, start, views=(), guides=()) -> Iterator[Event]:
         detok = None
         if mode.speech_output:
             background = self.background_audio
@@ -207,12 +219,12 @@ class VoiceChatEngine:
                 background = self.model.device.type != "cpu" or torch.get_num_threads() == 1
             detok = BackgroundStream(self.codec.stream()) if background else self.codec.stream()
         try:
-            yield from self._steps(prompt, mode, sampling, cancel, start, detok, views)
+            yield from self._steps(prompt, mode, sampling, cancel, start, detok, views, guides)
         finally:
             if isinstance(detok, BackgroundStream):
                 detok.close()  # a cancelled or failed reply: stop the worker
 
-    def _steps(self, prompt, mode, sampling, cancel, start, detok, views) -> Iterator[Event]:
+    def _steps(self, prompt, mode, sampling, cancel, start, detok, views, guides) -> Iterator[Event]:
         ids = self.config.special_token_ids
         chain_stream, reply_stream = _TextStream(self.tokenizer), _TextStream(self.tokenizer)
         first_text = first_audio = None
@@ -242,6 +254,7 @@ class VoiceChatEngine:
             cancel=cancel,
             result=result,
             views=views,
+            guides=guides,
         ):
             tok = step.text_token
             if step.kind == "text" and mode.is_chain:

@@ -143,6 +143,7 @@ class DrVoiceGenerator:
         cancel: threading.Event | None = None,
         result: GenResult | None = None,
         views: Sequence[Example] = (),
+        guides: Sequence[Example] = (),
     ) -> Iterator[GenStep]:
         """Generates a reply step by step.
 
@@ -160,7 +161,13 @@ class DrVoiceGenerator:
             views: prompts of the same turn with the user's speech heard another way
                 (`core.mel_views`; the engine makes them for `SamplingConfig.audio_views`). Each
                 runs its own LLM cache and is fed the same tokens; text tokens are drawn from the
-                mean of all prompts' log-probabilities, speech from `prompt`'s hidden states.
+                mean of all prompts' log-probabilities, speech from the mean of their hidden states
+                (a chain mode that follows its draft drops the views once the draft is written).
+            guides: S2M/T2M: prompts of the same turn in the text-only twin mode (S2T/T2T; the
+                engine makes them for `SamplingConfig.text_guide`). They are fed the reply's text
+                tokens only; each parallel text token is drawn from their mean log-probability
+                weighted by `sampling.text_guide` against that of `prompt` and `views`. The speech
+                is said from `prompt` and `views` alone.
         Yields:
             One GenStep per LLM step.
         Raises:
@@ -218,6 +225,9 @@ class DrVoiceGenerator:
         hidden = prefill(llm, prompt)
         extras = [llm_decoder() for _ in views]  # one cache per extra view of the user's speech
         extra_hidden = [prefill(run, p) for run, p in zip(extras, views, strict=True)]
+        guide_runs = [llm_decoder() for _ in guides] if m.speech_output and not m.is_chain else []
+        guide_hidden = [prefill(run, p) for run, p in zip(guide_runs, guides, strict=False)]
+        guide_weight = sampling.text_guide if guide_runs else 0.0
         last_input = int(prompt.input_ids[-1])
         parallel = m.speech_output and not m.is_chain
         text_done = speech_done = False
@@ -229,14 +239,23 @@ class DrVoiceGenerator:
         follow = m.has_draft and sampling.follow_draft and self.draft_ids is not None
         forced: list[int] | None = None  # the parallel text, when it follows the draft
 
+        def mean_log_prob(runs: list[_Decoder], states: list[torch.Tensor], mask: torch.Tensor):
+            head = model.llm.lm_head
+            scores = [run.project(h, head).float() + mask for run, h in zip(runs, states, strict=True)]
+            if len(scores) == 1:
+                return scores[0]
+            # the prompts' mean log-probability (masked tokens stay at -inf)
+            return torch.stack([torch.log_softmax(x, -1) for x in scores]).mean(0)
+
         def draw_text(mask: torch.Tensor) -> int:
-            logits = llm.project(hidden, model.llm.lm_head).float() + mask
-            if extras:  # the views' mean log-probability (masked tokens stay at -inf)
-                head = model.llm.lm_head
-                scores = [
-                    run.project(h, head).float() + mask for run, h in zip(extras, extra_hidden, strict=True)
-                ]
-                logits = torch.stack([torch.log_softmax(x, -1) for x in (logits, *scores)]).mean(0)
+            if guide_weight >= 1.0:  # the twin alone writes the text
+                logits = mean_log_prob(guide_runs, guide_hidden, mask)
+            else:
+                logits = mean_log_prob([llm, *extras], [hidden, *extra_hidden], mask)
+                if guide_weight > 0.0:
+                    own = torch.log_softmax(logits, -1)
+                    twin = torch.log_softmax(mean_log_prob(guide_runs, guide_hidden, mask), -1)
+                    logits = (1.0 - guide_weight) * own + guide_weight * twin
             return sample_token(logits.cpu(), sampling.temperature, sampling.top_k, sampling.top_p, gen)
 
         for step in range(sampling.max_new_steps):
@@ -267,8 +286,10 @@ class DrVoiceGenerator:
                 new_codes: list[int] = []
                 group = pad_group
                 if par_step >= cfg.speech_delay and not speech_done:
+                    # with views, the speech is said from the mean of their hidden states
+                    state = torch.stack([hidden, *extra_hidden]).mean(0) if extras else hidden
                     cond = model.srh_condition(
-                        hidden, torch.tensor(last_input, device=dev), torch.tensor(tok, device=dev)
+                        state, torch.tensor(last_input, device=dev), torch.tensor(tok, device=dev)
                     )  # (k, d_srh)
                     group = pad_group.clone()
                     for j in range(k):
@@ -293,6 +314,12 @@ class DrVoiceGenerator:
                         recent.append(code)
                 if tok == ids["im_end"]:
                     text_done = True
+                    guide_runs, guide_hidden, guide_weight = [], [], 0.0  # their work is done
+                elif guide_runs:  # the twins read the reply's text, without its speech
+                    guide_runs = [run for run in guide_runs if run.length + 1 <= budget]
+                    t_emb = model.text_embed(torch.tensor([[tok]], device=dev))
+                    guide_hidden = [run(t_emb)[0, -1] for run in guide_runs]
+                    guide_weight = guide_weight if guide_runs else 0.0
                 par_step += 1
                 yield GenStep(
                     "parallel", None if tok == ids["sil"] else tok, new_codes, text_done, speech_done

@@ -115,6 +115,18 @@ def get_mode(name: str) -> Mode:
     return MODES[key]
 
 
+def text_twin(mode: Mode) -> Mode | None:
+    """The text-only mode with the same input as a parallel speaking mode (S2M → S2T, T2M → T2T);
+    None for the other modes."""
+    if not mode.speech_output or mode.is_chain:
+        return None
+    return next(
+        m
+        for m in MODES.values()
+        if m.speech_input == mode.speech_input and not m.speech_output and not m.is_chain
+    )
+
+
 def chain_text(mode: Mode, transcript: str, draft: str) -> str:
     """The text-only phase of a chain mode (empty for the other modes)."""
     parts = []

@@ -28,6 +28,9 @@ class SamplingConfig:
     # Speech input heard in this many of `core.mel_views.VIEWS` (faster/slower, higher/lower); each
     # text token is chosen from the mean of their log-probabilities. 1 = the recording as it is.
     audio_views: int = 1
+    # S2M/T2M: weight of the text-only twin (S2T/T2T) of the same turn when the parallel text is
+    # drawn (0 = off, 1 = the twin writes the text); the speech is the speaking mode's own.
+    text_guide: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("temperature", "speech_temperature"):
@@ -43,6 +46,8 @@ class SamplingConfig:
             raise ValueError(f"repetition_penalty must be in [1, 10], got {self.repetition_penalty}")
         if not 1 <= self.audio_views <= len(VIEWS):
             raise ValueError(f"audio_views must be in [1, {len(VIEWS)}], got {self.audio_views}")
+        if not 0.0 <= self.text_guide <= 1.0:
+            raise ValueError(f"text_guide must be in [0, 1], got {self.text_guide}")
         if self.max_new_steps < 1:
             raise ValueError(f"max_new_steps must be >= 1, got {self.max_new_steps}")
 

@@ -90,12 +90,15 @@ def test_bad_chat_input_shows_a_message(make_ctx, files, mode, text, audio, expe
 
 def test_bad_sampling_settings_show_a_message(ctx):
     chat = ChatHandlers(ctx)
-    values = (0.7, 0.0, 0, 0.0, 1.0, 0, 1.0, -1, 100, 1)  # top_p = 0 is out of range
+    values = (0.7, 0.0, 0, 0.0, 1.0, 0, 1.0, -1, 100, 1, 0.0)  # top_p = 0 is out of range
     (output,) = list(chat.submit(request_of(), None, [], "T2T", QUESTION, None, None, *values))
     assert "Invalid sampling settings: top_p must be in (0, 1]" in output[STATUS]
-    values = (0.7, 1.0, 0, 0.0, 1.0, 0, 1.0, -1, 100, 12)  # more audio views than there are
+    values = (0.7, 1.0, 0, 0.0, 1.0, 0, 1.0, -1, 100, 12, 0.0)  # more audio views than there are
     (output,) = list(chat.submit(request_of(), None, [], "T2T", QUESTION, None, None, *values))
     assert "Invalid sampling settings: audio_views must be in [1, 9]" in output[STATUS]
+    values = (0.7, 1.0, 0, 0.0, 1.0, 0, 1.0, -1, 100, 1, 1.5)  # a guide weight beyond 1
+    (output,) = list(chat.submit(request_of(), None, [], "T2M", QUESTION, None, None, *values))
+    assert "Invalid sampling settings: text_guide must be in [0, 1]" in output[STATUS]
 
 
 def test_unknown_checkpoint_shows_a_message(ctx):

@@ -112,7 +112,7 @@ def test_conversation_continues_and_new_conversation_resets(ctx, question_wav):
 
 
 def test_sampling_settings_are_used_and_stored(ctx, question_wav):
-    values = (0.7, 0.9, 20, 0.5, 0.95, 10, 1.2, 123, 40, 2)  # handlers.SAMPLING_FIELDS order
+    values = (0.7, 0.9, 20, 0.5, 0.95, 10, 1.2, 123, 40, 2, 0.5)  # handlers.SAMPLING_FIELDS order
     final = list(ChatHandlers(ctx).submit(request_of(), None, [], "T2M", QUESTION, None, None, *values))[-1]
     (turn,) = ctx.repo.history(final[CHAT["state"]].conversation_id)
     assert (
@@ -121,6 +121,7 @@ def test_sampling_settings_are_used_and_stored(ctx, question_wav):
     assert (
         turn.sampling["max_new_steps"] == 40 and turn.sampling["audio_views"] == 2 and turn.status == "done"
     )
+    assert turn.sampling["text_guide"] == 0.5
 
 
 def test_stop_button_stores_the_turn_as_cancelled(make_ctx, engine, question_wav):

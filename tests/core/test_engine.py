@@ -1,3 +1,4 @@
+import dataclasses
 import threading
 
 import numpy as np
@@ -67,7 +68,8 @@ def _run(engine, request):
 def test_audio_views_hear_the_question_in_several_tempos(engine, question):
     """Extra prompts only for speech input; the slower view is longer; the answer survives them."""
     several = SamplingConfig(audio_views=3)
-    plain, (slower, faster) = engine.prompts(ChatRequest("S2T", audio=question, sampling=several))
+    plain, (slower, faster), guides = engine.prompts(ChatRequest("S2T", audio=question, sampling=several))
+    assert guides == []  # S2T is a text mode: nothing to guide
     assert torch.equal(plain.mels[0], engine.build_prompt(ChatRequest("S2T", audio=question)).mels[0])
     frames = [p.mels[0].shape[-1] for p in (slower, plain, faster)]
     assert frames[0] > frames[1] > frames[2]
@@ -75,6 +77,24 @@ def test_audio_views_hear_the_question_in_several_tempos(engine, question):
     assert engine.prompts(ChatRequest("T2T", text=QUESTION, sampling=several))[1] == []
     _, done = _run(engine, ChatRequest("S2T", audio=question, sampling=several))
     assert done.reply_text == REPLY
+
+
+def test_a_text_guide_is_the_same_turn_in_the_text_twin_mode(engine, question):
+    """S2M with a guide: an S2T prompt per view (the default S2T system prompt even when the request
+    overrides its own) beside S2M's own views; the overfitted answer survives the guide."""
+    guided = SamplingConfig(audio_views=2, text_guide=0.5)
+    request = ChatRequest("S2M", audio=question, sampling=guided, system_prompt="Speak.")
+    _, views, guides = engine.prompts(request)
+    s2t = ChatRequest("S2T", audio=question)
+    assert [p.input_ids.tolist() for p in guides[:1]] == [engine.build_prompt(s2t).input_ids.tolist()]
+    assert len(views) == 1 and len(guides) == 2
+    assert engine.prompts(ChatRequest("SAC", audio=question, sampling=guided))[2] == []  # not a twin mode
+    (typed,) = engine.prompts(ChatRequest("T2M", text=QUESTION, sampling=guided))[2]  # no views of text
+    assert (
+        typed.input_ids.tolist() == engine.build_prompt(ChatRequest("T2T", text=QUESTION)).input_ids.tolist()
+    )
+    _, done = _run(engine, dataclasses.replace(request, system_prompt=None))
+    assert done.reply_text == REPLY and done.stop_reason == "end"
 
 
 @pytest.mark.parametrize("mode", MODE_NAMES)

@@ -87,6 +87,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "draw text from their mean log-probability (default 1: the recording as it is; 3 helps S2T and "
         "the chain modes)",
     )
+    parser.add_argument(
+        "--text-guide",
+        type=float,
+        default=0.0,
+        help="S2M/T2M: weight in [0, 1] of the text-only twin (S2T/T2T) of the same question when the "
+        "parallel text is drawn (default 0: off; 1: the twin writes the text, the speech stays the "
+        "speaking mode's own)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -106,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             max_new_steps=args.max_new_steps,
             follow_draft=not args.no_follow_draft,
             audio_views=args.audio_views,
+            text_guide=args.text_guide,
         )
         vocabulary = training_vocabulary(args.train_manifest) if args.train_manifest else None
         items = read_eval_manifest(args.manifest, args.limit, vocabulary)
