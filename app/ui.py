@@ -60,7 +60,7 @@ def sampling_controls() -> list[gr.components.Component]:
                 d.audio_views,
                 step=1,
                 label="Hear spoken input N ways (slower/faster, higher/lower) and write their consensus: "
-                "3 answers S2T and chain modes more often; each way adds time",
+                "3 answers S2T and chain modes more often and S2M speaks right more often; each way adds time",
             )
             text_guide = gr.Slider(
                 0,

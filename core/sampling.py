@@ -26,7 +26,8 @@ class SamplingConfig:
     follow_draft: bool = True  # STC/SAC: the parallel text repeats the drafted response (as trained)
     max_new_steps: int = 600  # LLM steps of the reply (600 = 2 min of speech at 5 Hz)
     # Speech input heard in this many of `core.mel_views.VIEWS` (faster/slower, higher/lower); each
-    # text token is chosen from the mean of their log-probabilities. 1 = the recording as it is.
+    # text token is chosen from the mean of their log-probabilities, the speech is said from the mean
+    # of their hidden states. 1 = the recording as it is.
     audio_views: int = 1
     # S2M/T2M: weight of the text-only twin (S2T/T2T) of the same turn when the parallel text is
     # drawn (0 = off, 1 = the twin writes the text); the speech is the speaking mode's own.

@@ -84,8 +84,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         type=int,
         default=1,
         help="speech modes: hear each question in this many tempo / mel-warp views (core.mel_views) and "
-        "draw text from their mean log-probability (default 1: the recording as it is; 3 helps S2T and "
-        "the chain modes)",
+        "draw text from their mean log-probability, speech from their mean hidden state (default 1: the "
+        "recording as it is; 3 helps S2T, the chain modes and S2M's speech)",
     )
     parser.add_argument(
         "--text-guide",
