@@ -227,7 +227,6 @@ class DrVoiceGenerator:
         extra_hidden = [prefill(run, p) for run, p in zip(extras, views, strict=True)]
         guide_runs = [llm_decoder() for _ in guides] if m.speech_output and not m.is_chain else []
         guide_hidden = [prefill(run, p) for run, p in zip(guide_runs, guides, strict=False)]
-        guide_weight = sampling.text_guide if guide_runs else 0.0
         last_input = int(prompt.input_ids[-1])
         parallel = m.speech_output and not m.is_chain
         text_done = speech_done = False
@@ -248,6 +247,7 @@ class DrVoiceGenerator:
             return torch.stack([torch.log_softmax(x, -1) for x in scores]).mean(0)
 
         def draw_text(mask: torch.Tensor) -> int:
+            guide_weight = sampling.text_guide if guide_runs else 0.0
             if guide_weight >= 1.0:  # the twin alone writes the text
                 logits = mean_log_prob(guide_runs, guide_hidden, mask)
             else:
@@ -283,6 +283,7 @@ class DrVoiceGenerator:
                     tok = forced[min(par_step, len(forced) - 1)]
                 else:
                     tok = draw_text(self.parallel_mask)
+                text_emb = model.text_embed(torch.tensor([[tok]], device=dev))
                 new_codes: list[int] = []
                 group = pad_group
                 if par_step >= cfg.speech_delay and not speech_done:
@@ -314,12 +315,10 @@ class DrVoiceGenerator:
                         recent.append(code)
                 if tok == ids["im_end"]:
                     text_done = True
-                    guide_runs, guide_hidden, guide_weight = [], [], 0.0  # their work is done
+                    guide_runs, guide_hidden = [], []  # their work is done
                 elif guide_runs:  # the twins read the reply's text, without its speech
                     guide_runs = [run for run in guide_runs if run.length + 1 <= budget]
-                    t_emb = model.text_embed(torch.tensor([[tok]], device=dev))
-                    guide_hidden = [run(t_emb)[0, -1] for run in guide_runs]
-                    guide_weight = guide_weight if guide_runs else 0.0
+                    guide_hidden = [run(text_emb)[0, -1] for run in guide_runs]
                 par_step += 1
                 yield GenStep(
                     "parallel", None if tok == ids["sil"] else tok, new_codes, text_done, speech_done
@@ -327,7 +326,7 @@ class DrVoiceGenerator:
                 if text_done and speech_done:
                     return
                 next_emb = model.combine(
-                    model.text_embed(torch.tensor([[tok]], device=dev)),
+                    text_emb,
                     model.speech_grouping(group[None, None]),
                 )
             if llm.length + 1 > budget:
