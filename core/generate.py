@@ -15,6 +15,7 @@ from typing import Literal
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 from transformers import DynamicCache
 
 from core.kv_decoder import KVDecoder, matmul_dtype, unsupported_reason
@@ -57,31 +58,100 @@ class _Decoder:
     "lean" runs `core.kv_decoder.KVDecoder` (the same function without transformers' per-call
     overhead); "cached" calls the transformers model with a `DynamicCache`; "uncached" re-runs the
     whole sequence every call: the slow reference the tests compare the others against.
+
+    With `rows` > 1 (the LLM only) it holds several sequences: `run(x, row=r)` feeds row r alone
+    (its prompt), `run(x)` with x (rows, 1, hidden) advances every row by one position; the lean
+    path does that in one pass, the others row by row.
     """
 
-    def __init__(self, forward, base_model, how: str, wrap=None, matmul_dtype: torch.dtype | None = None):
+    def __init__(
+        self, forward, base_model, how: str, wrap=None, matmul_dtype: torch.dtype | None = None, rows: int = 1
+    ):
         self.forward = forward  # (inputs..., cache) -> outputs for the new positions
-        self.cache = DynamicCache(config=base_model.config) if how == "cached" else None
-        self.lean = KVDecoder(base_model, matmul_dtype=matmul_dtype) if how == "lean" else None
+        self.caches = (
+            [DynamicCache(config=base_model.config) for _ in range(rows)] if how == "cached" else None
+        )
+        self.lean = KVDecoder(base_model, matmul_dtype=matmul_dtype, rows=rows) if how == "lean" else None
         self.wrap = wrap  # lean path: (inputs..., decode) -> outputs, decode = embeds -> hidden states
-        self.history: list[tuple[torch.Tensor, ...]] = []
-        self.length = 0
+        self.histories: list[list[tuple[torch.Tensor, ...]]] = [[] for _ in range(rows)]
+        self.lengths = [0] * rows
 
-    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
-        """inputs: tensors shaped (1, n, ...) for the n new positions; returns outputs (1, n, ...)."""
-        n = inputs[0].shape[1]
-        self.length += n
+    @property
+    def length(self) -> int:
+        return self.lengths[0]
+
+    def keep(self, rows: list[int]) -> None:
+        """Drops every row not in `rows` (the kept ones are renumbered in that order)."""
+        self.lengths = [self.lengths[r] for r in rows]
+        self.histories = [self.histories[r] for r in rows]
+        if self.caches is not None:
+            self.caches = [self.caches[r] for r in rows]
         if self.lean is not None:
-            return self.wrap(*inputs, self.lean)
-        if self.cache is not None:
-            return self.forward(*inputs, cache=self.cache)
-        self.history.append(inputs)
-        full = [torch.cat(parts, dim=1) for parts in zip(*self.history, strict=True)]
-        return self.forward(*full, cache=None)[:, -n:]
+            self.lean.keep(rows)
+
+    def __call__(self, *inputs: torch.Tensor, row: int | None = None) -> torch.Tensor:
+        """inputs: tensors shaped (rows, n, ...) for the n new positions of every row, or (1, n, ...)
+        for `row` alone; returns outputs shaped (rows or 1, n, ...)."""
+        n = inputs[0].shape[1]
+        targets = range(len(self.lengths)) if row is None else [row]
+        for r in targets:
+            self.lengths[r] += n
+        if self.lean is not None:
+            if self.wrap is None:
+                return self.lean(inputs[0], row=row)
+            return self.wrap(*inputs, self.lean)  # a single-row decoder (the SRH)
+        outs = []
+        for i, r in enumerate(targets):
+            part = tuple(x[i : i + 1] for x in inputs)
+            if self.caches is not None:
+                outs.append(self.forward(*part, cache=self.caches[r]))
+                continue
+            self.histories[r].append(part)
+            full = [torch.cat(parts, dim=1) for parts in zip(*self.histories[r], strict=True)]
+            outs.append(self.forward(*full, cache=None)[:, -n:])
+        return torch.cat(outs)
+
+    def fill(self, embeds: list[torch.Tensor]) -> torch.Tensor:
+        """Every row's next positions, (1, n_r, hidden) each (prompts): one padded pass on the lean
+        path, row by row on the others. Returns each row's last hidden state, (rows, hidden)."""
+        if self.lean is None:
+            return torch.cat([self(x, row=r)[:, -1] for r, x in enumerate(embeds)])
+        counts = [x.shape[1] for x in embeds]
+        for r, n in enumerate(counts):
+            self.lengths[r] += n
+        out = self.lean(pad_sequence([x[0] for x in embeds], batch_first=True), counts=counts)
+        return out[torch.arange(len(counts)), torch.tensor(counts) - 1]
+
+    def share(self, row: int, source: _Decoder, source_row: int, n: int) -> bool:
+        """Lean path: starts `row` with the first n positions of `source`'s `source_row` (the same
+        leading text) instead of computing them; False where the path cannot (nothing is done)."""
+        if self.lean is None or source.lean is None or n < 1:
+            return False
+        self.lean.share(row, source.lean, source_row, n)
+        self.lengths[row] = n
+        return True
 
     def project(self, x: torch.Tensor, head: nn.Linear) -> torch.Tensor:
         """An output head on this decoder's hidden states (in the lean path's product precision)."""
         return self.lean.project(x, head) if self.lean is not None else head(x)
+
+
+def _leading_text(p: Example, audio_id: int) -> int:
+    """Positions before the first one that holds user audio or a speech group."""
+    other = (p.input_ids == audio_id) | p.speech_input_mask
+    return int(other.nonzero()[0]) if other.any() else len(p)
+
+
+def _common_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
+    n = min(len(a), len(b))
+    differ = (a[:n] != b[:n]).nonzero()
+    return int(differ[0]) if len(differ) else n
+
+
+def _same_mels(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return len(a) == len(b) and all(
+        x.shape == y.shape and torch.equal(x, y) for x, y in zip(a, b, strict=True)
+    )
 
 
 DraftIds = Callable[[str, list[int]], list[int]]  # (mode, chain-phase ids) -> the draft's reply ids
@@ -196,23 +266,24 @@ class DrVoiceGenerator:
             srh_how = "lean" if unsupported_reason(model.srh.decoder) is None else "cached"
         llm_dtype = matmul_dtype(matmul, model.llm.model)
 
-        def llm_decoder() -> _Decoder:
-            return _Decoder(
-                self._llm_forward,
-                model.llm.model,
-                llm_how,
-                wrap=lambda emb, run: run(emb),
-                matmul_dtype=llm_dtype,
-            )
+        def llm_decoder(rows: int = 1) -> _Decoder:
+            return _Decoder(self._llm_forward, model.llm.model, llm_how, matmul_dtype=llm_dtype, rows=rows)
 
-        def prefill(run: _Decoder, p: Example) -> torch.Tensor:
-            emb = model.embed_inputs(
+        heard: list[tuple[list[torch.Tensor], torch.Tensor]] = []  # user speech encoded, per view
+
+        def prompt_inputs(p: Example) -> torch.Tensor:
+            # a guide hears the speech as its view does: encode each distinct hearing once
+            features = next((f for mels, f in heard if _same_mels(mels, p.mels)), None)
+            if features is None and p.mels and cfg.user_audio == "continuous":
+                features = model.encode_user_audio(p.mels)
+                heard.append((p.mels, features))
+            return model.embed_inputs(
                 p.input_ids[None].to(dev),
                 p.speech_inputs[None].to(dev),
                 p.speech_input_mask[None].to(dev),
                 p.mels,
+                audio_features=features,
             )
-            return run(emb)[0, -1]  # (D,)
 
         llm = llm_decoder()
         srh = _Decoder(
@@ -222,11 +293,35 @@ class DrVoiceGenerator:
             wrap=self._srh_lean,
             matmul_dtype=matmul_dtype(matmul, model.srh.decoder),
         )
-        hidden = prefill(llm, prompt)
-        extras = [llm_decoder() for _ in views]  # one cache per extra view of the user's speech
-        extra_hidden = [prefill(run, p) for run, p in zip(extras, views, strict=True)]
-        guide_runs = [llm_decoder() for _ in guides] if m.speech_output and not m.is_chain else []
-        guide_hidden = [prefill(run, p) for run, p in zip(guide_runs, guides, strict=False)]
+        hidden = llm(prompt_inputs(prompt))[0, -1]  # (D,)
+        # the extra prompts, stepped together as the rows of one decoder: other hearings of the
+        # user's speech ("view": fed what `prompt` is fed) and text-only twins ("guide": fed the
+        # reply's text only)
+        guides = guides if m.speech_output and not m.is_chain else ()
+        roles = ["view"] * len(views) + ["guide"] * len(guides)
+        side = side_hidden = None
+        if roles:
+            side = llm_decoder(len(roles))
+            lead = prompt.input_ids[: _leading_text(prompt, ids["audio"])]
+            rest = []
+            for row, p in enumerate([*views, *guides]):
+                # the leading text they have in common with `prompt` (its system prompt) is copied
+                n = min(_common_prefix(p.input_ids[: _leading_text(p, ids["audio"])], lead), len(p) - 1)
+                rest.append(prompt_inputs(p)[:, n:] if side.share(row, llm, 0, n) else prompt_inputs(p))
+            side_hidden = side.fill(rest)  # (rows, D)
+
+        def rows_of(role: str) -> list[int]:
+            return [i for i, r in enumerate(roles) if r == role]
+
+        def keep(rows: list[int]) -> None:
+            nonlocal side, side_hidden, roles
+            if side is not None and rows != list(range(len(roles))):
+                if rows:
+                    side.keep(rows)
+                    side_hidden, roles = side_hidden[rows], [roles[i] for i in rows]
+                else:
+                    side, side_hidden, roles = None, None, []
+
         last_input = int(prompt.input_ids[-1])
         parallel = m.speech_output and not m.is_chain
         text_done = speech_done = False
@@ -238,23 +333,24 @@ class DrVoiceGenerator:
         follow = m.has_draft and sampling.follow_draft and self.draft_ids is not None
         forced: list[int] | None = None  # the parallel text, when it follows the draft
 
-        def mean_log_prob(runs: list[_Decoder], states: list[torch.Tensor], mask: torch.Tensor):
-            head = model.llm.lm_head
-            scores = [run.project(h, head).float() + mask for run, h in zip(runs, states, strict=True)]
-            if len(scores) == 1:
-                return scores[0]
-            # the prompts' mean log-probability (masked tokens stay at -inf)
-            return torch.stack([torch.log_softmax(x, -1) for x in scores]).mean(0)
+        def mean_log_prob(scores: torch.Tensor) -> torch.Tensor:
+            # (prompts, vocab) -> the prompts' mean log-probability (masked tokens stay at -inf)
+            return scores[0] if len(scores) == 1 else torch.log_softmax(scores, -1).mean(0)
 
         def draw_text(mask: torch.Tensor) -> int:
-            guide_weight = sampling.text_guide if guide_runs else 0.0
+            head = model.llm.lm_head
+            guides_at = rows_of("guide")
+            side_scores = side.project(side_hidden, head).float() + mask if side is not None else None
+            guide_weight = sampling.text_guide if guides_at else 0.0
             if guide_weight >= 1.0:  # the twin alone writes the text
-                logits = mean_log_prob(guide_runs, guide_hidden, mask)
+                logits = mean_log_prob(side_scores[guides_at])
             else:
-                logits = mean_log_prob([llm, *extras], [hidden, *extra_hidden], mask)
+                own = (llm.project(hidden, head).float() + mask)[None]
+                views_at = rows_of("view")
+                logits = mean_log_prob(torch.cat([own, side_scores[views_at]]) if views_at else own)
                 if guide_weight > 0.0:
                     own = torch.log_softmax(logits, -1)
-                    twin = torch.log_softmax(mean_log_prob(guide_runs, guide_hidden, mask), -1)
+                    twin = torch.log_softmax(mean_log_prob(side_scores[guides_at]), -1)
                     logits = (1.0 - guide_weight) * own + guide_weight * twin
             return sample_token(logits.cpu(), sampling.temperature, sampling.top_k, sampling.top_p, gen)
 
@@ -272,10 +368,10 @@ class DrVoiceGenerator:
                     parallel = True
                     if follow:
                         forced = [*self.draft_ids(m.name, chain_ids), ids["im_end"]]
-                        extras, extra_hidden = [], []  # no text is drawn from here on
+                        keep(rows_of("guide"))  # no text is drawn from the views from here on
                 else:
                     chain_ids.append(tok)
-                next_emb = model.text_embed(torch.tensor([[tok]], device=dev))
+                next_emb = text_emb = model.text_embed(torch.tensor([[tok]], device=dev))
             else:
                 if text_done:
                     tok = ids["sil"]
@@ -288,7 +384,8 @@ class DrVoiceGenerator:
                 group = pad_group
                 if par_step >= cfg.speech_delay and not speech_done:
                     # with views, the speech is said from the mean of their hidden states
-                    state = torch.stack([hidden, *extra_hidden]).mean(0) if extras else hidden
+                    views_at = rows_of("view")
+                    state = torch.cat([hidden[None], side_hidden[views_at]]).mean(0) if views_at else hidden
                     cond = model.srh_condition(
                         state, torch.tensor(last_input, device=dev), torch.tensor(tok, device=dev)
                     )  # (k, d_srh)
@@ -315,10 +412,7 @@ class DrVoiceGenerator:
                         recent.append(code)
                 if tok == ids["im_end"]:
                     text_done = True
-                    guide_runs, guide_hidden = [], []  # their work is done
-                elif guide_runs:  # the twins read the reply's text, without its speech
-                    guide_runs = [run for run in guide_runs if run.length + 1 <= budget]
-                    guide_hidden = [run(text_emb)[0, -1] for run in guide_runs]
+                    keep(rows_of("view"))  # the guides' work is done
                 par_step += 1
                 yield GenStep(
                     "parallel", None if tok == ids["sil"] else tok, new_codes, text_done, speech_done
@@ -335,7 +429,9 @@ class DrVoiceGenerator:
                     f"(about {budget / 5 / 60:.1f} min at 5 Hz); start a new conversation"
                 )
             hidden = llm(next_emb)[0, -1]
-            extras = [run for run in extras if run.length + 1 <= budget]  # a slowed view is longer
-            extra_hidden = [run(next_emb)[0, -1] for run in extras]
+            if side is not None:  # a prompt that would pass the budget is dropped (a slowed view is longer)
+                keep([i for i, n in enumerate(side.lengths) if n + 1 <= budget])
+            if side is not None:  # the views read what the prompt reads, the twins the text alone
+                side_hidden = side(torch.cat([next_emb if r == "view" else text_emb for r in roles]))[:, -1]
             last_input = tok
         result.stop_reason = "max_steps"

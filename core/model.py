@@ -116,6 +116,7 @@ class DrVoiceModel(nn.Module):
         speech_inputs: torch.Tensor,
         speech_input_mask: torch.Tensor,
         mels: list[torch.Tensor],
+        audio_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """LLM input embeddings of a (B, L) layout (see core/sequence.py).
 
@@ -125,6 +126,7 @@ class DrVoiceModel(nn.Module):
             speech_input_mask: (B, L) positions whose input includes a speech group.
             mels: user-audio log-mels, replacing the <|AUDIO|> positions in row-major order
                 (continuous input only).
+            audio_features: `encode_user_audio(mels)` when the caller has it already.
         Returns:
             (B, L, d_llm) embeddings.
         """
@@ -142,7 +144,7 @@ class DrVoiceModel(nn.Module):
             audio_mask = input_ids == self.config.special_token_ids["audio"]
             n_audio = int(audio_mask.sum())
             if n_audio:
-                feats = self.encode_user_audio(mels)  # (n_audio, D)
+                feats = self.encode_user_audio(mels) if audio_features is None else audio_features
                 if feats.shape[0] != n_audio:
                     raise ValueError(
                         f"{n_audio} <|AUDIO|> positions but the encoder produced {feats.shape[0]} frames"

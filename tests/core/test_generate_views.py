@@ -3,6 +3,7 @@
 import torch
 
 from core.generate import DrVoiceGenerator
+from core.kv_decoder import KVDecoder
 from core.mel_views import VIEWS, mel_view
 from core.sampling import SamplingConfig
 from core.sequence import SequenceBuilder, UserInput
@@ -80,3 +81,26 @@ def test_a_chain_mode_draws_its_draft_from_the_views(tokenizer):
     with_views = _tokens(gen, prompts[0], "SAC", views=prompts[1:], steps=16)
     assert with_views == _tokens(gen, prompts[0], "SAC", views=prompts[1:], decode="uncached", steps=16)
     assert with_views[0][0] == "text"
+
+
+def test_the_lean_path_shares_the_leading_text_and_steps_the_views_as_rows(tokenizer, monkeypatch):
+    """The views' system prompt is copied from the plain prompt's cache, not computed again; the
+    rest of the views is filled in one padded call, and every step advances all the views in one
+    call (one row each)."""
+    _, gen, prompts = _setup(tokenizer, "S2T")
+    calls = []
+    real = KVDecoder.__call__
+
+    def spy(self, embeds, row=None, counts=None):
+        calls.append((len(self.lengths), row, tuple(embeds.shape[:2]), counts))
+        return real(self, embeds, row, counts)
+
+    monkeypatch.setattr(KVDecoder, "__call__", spy)
+    got = _tokens(gen, prompts[0], "S2T", views=prompts[1:], steps=6)
+    lead = prompts[0].input_ids.tolist().index(gen.ids["audio"])
+    assert lead > 5
+    fills = [c for c in calls if c[2][1] > 1]
+    rest = [len(prompts[1]) - lead, len(prompts[2]) - lead]
+    assert fills == [(1, None, (1, len(prompts[0])), None), (2, None, (2, max(rest)), rest)]
+    together = [c for c in calls if c[0] == 2 and c[2][1] == 1]
+    assert len(together) == len(got) and all(c[1] is None and c[2][0] == 2 for c in together)

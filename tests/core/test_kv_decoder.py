@@ -138,10 +138,72 @@ def test_a_trained_model_is_seen_as_it_is_now(dtype):
     assert (after - before).abs().max() > 0.3  # far beyond the half-precision rounding
 
 
-def test_one_sequence_only():
+def test_input_shapes_and_rows_are_checked():
     lean = KVDecoder(_model())
-    with pytest.raises(ValueError, match="one sequence"):
+    with pytest.raises(ValueError, match=r"1 sequence\(s\)"):
         lean(torch.zeros(2, 3, 32))
+    rows = KVDecoder(_model(), rows=2)
+    with pytest.raises(ValueError, match="row 2"):
+        rows(torch.zeros(1, 3, 32), row=2)
+    with pytest.raises(ValueError, match="counts"):
+        rows(torch.zeros(2, 3, 32), counts=[3, 4])
+    with pytest.raises(ValueError, match="rows"):
+        _ = rows.length
+
+
+@pytest.mark.parametrize("dtype", [None, torch.float16])
+def test_rows_of_different_lengths_advance_like_separate_decoders(dtype):
+    """Three prompts of different lengths filled in one call (padded to the longest, `counts`), two
+    positions more for each, then steps together one position at a time past the first capacity
+    (the cache doubles); a row dropped midway leaves the others as they were. Several rows multiply
+    in `matmul_dtype` when each advances by one position, as a single row does."""
+    model = _model()
+    prompts = _chunks([5, 3, 7], seed=2)
+    separate = [KVDecoder(model, capacity=4, matmul_dtype=dtype) for _ in prompts]
+    exact = KVDecoder(model, capacity=4)  # fp32 products throughout, for row 0
+    rows = KVDecoder(model, capacity=4, matmul_dtype=dtype, rows=3)
+    tol = dict(atol=2e-5, rtol=1e-4) if dtype is None else dict(atol=2e-3, rtol=2e-3)
+    padded = torch.zeros(3, 7, 32)
+    for r, x in enumerate(prompts):
+        padded[r, : x.shape[1]] = x[0]
+    with torch.inference_mode():
+        out = rows(padded, counts=[5, 3, 7])
+        exact(prompts[0])
+        for r, (one, x) in enumerate(zip(separate, prompts, strict=True)):
+            torch.testing.assert_close(out[r : r + 1, : x.shape[1]], one(x), atol=2e-5, rtol=1e-4)
+        pair = _chunks([2, 2, 2], seed=7)
+        out = rows(torch.cat(pair))
+        exact(pair[0])
+        for r, (one, x) in enumerate(zip(separate, pair, strict=True)):
+            torch.testing.assert_close(out[r : r + 1], one(x), atol=2e-5, rtol=1e-4)
+        worst = 0.0
+        steps = _chunks([1] * 12, seed=3)
+        for t, step in enumerate(steps):
+            if t == 6:
+                rows.keep([0, 2])
+                separate = [separate[0], separate[2]]
+            x = torch.cat([step + i for i in range(len(separate))])  # each row its own input
+            ref = torch.cat([one(x[i : i + 1]) for i, one in enumerate(separate)])
+            out = rows(x)
+            torch.testing.assert_close(out, ref, **tol)
+            worst = max(worst, float((out[0] - exact(x[:1])[0]).abs().max()))
+    assert (worst > 1e-6) == (dtype is not None)  # the rows' steps multiply in `matmul_dtype`
+    assert rows.lengths == [5 + 2 + 12, 7 + 2 + 12]
+    assert rows.cache.keys.shape[1] == 2
+
+
+def test_rows_of_the_same_length_step_together_too():
+    model = _model()
+    x = _chunks([4], seed=4)[0]
+    rows, one = KVDecoder(model, rows=2), KVDecoder(model)
+    with torch.inference_mode():
+        one(x)
+        rows(x, row=0)
+        rows(x, row=1)
+        for step in _chunks([1, 1, 1], seed=5):
+            out = rows(torch.cat([step, step]))
+            ref = one(step)
+            torch.testing.assert_close(out, torch.cat([ref, ref]), atol=2e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -163,3 +225,19 @@ def test_other_architectures_are_named():
     model = _model("qwen3", head_dim=8)
     assert "architecture" in unsupported_reason(model)
     assert unsupported_reason(_model()) is None
+
+
+def test_a_shared_leading_text_gives_the_same_hidden_states():
+    """Two prompts with the same first positions: the second row copies them from the first decoder
+    and computes only the rest, as a decoder that computed all of it would."""
+    model = _model()
+    head, tail_a, tail_b = _chunks([6, 3, 4], seed=6)
+    first, whole, rows = KVDecoder(model), KVDecoder(model), KVDecoder(model, rows=2)
+    with torch.inference_mode():
+        first(torch.cat([head, tail_a], dim=1))
+        ref = whole(torch.cat([head, tail_b], dim=1))[:, -4:]
+        rows.share(1, first, 0, 6)
+        with pytest.raises(ValueError, match="holds 6"):
+            rows.share(1, first, 0, 6)
+        torch.testing.assert_close(rows(tail_b, row=1), ref, atol=2e-5, rtol=1e-4)
+    assert rows.lengths == [0, 10]
