@@ -104,3 +104,25 @@ def test_the_lean_path_shares_the_leading_text_and_steps_the_views_as_rows(token
     assert fills == [(1, None, (1, len(prompts[0])), None), (2, None, (2, max(rest)), rest)]
     together = [c for c in calls if c[0] == 2 and c[2][1] == 1]
     assert len(together) == len(got) and all(c[1] is None and c[2][0] == 2 for c in together)
+
+
+def test_a_view_that_reaches_the_budget_is_dropped_and_the_reply_goes_on(tokenizer, monkeypatch):
+    """A much slowed view is the longest prompt: when its next position would pass the budget it is
+    dropped (no row is left) and the reply goes on from the plain prompt alone."""
+    model, gen, prompts = _setup(tokenizer, "S2T")
+    slow = SequenceBuilder(model.config, tokenizer).prompt(
+        "S2T", UserInput(mels=mel_view(fake_mels(1.3, seed=2), 0.6, 1))
+    )
+    assert len(slow) > len(prompts[0]) + 3
+    model.config.max_positions = len(slow) + 2  # the view has room for 2 reply steps, the prompt for 6
+    fed: dict[int, int] = {}  # decoder -> calls, in the order the decoders were made
+    real = KVDecoder.__call__
+
+    def spy(self, embeds, row=None, counts=None):
+        fed[id(self)] = fed.get(id(self), 0) + 1
+        return real(self, embeds, row, counts)
+
+    monkeypatch.setattr(KVDecoder, "__call__", spy)
+    got = list(gen.stream(prompts[0], "S2T", SamplingConfig(max_new_steps=6), views=[slow]))
+    assert len(got) == 6
+    assert list(fed.values()) == [1 + 6, 1 + 2]  # the view: its fill and 2 steps, then dropped
