@@ -136,6 +136,37 @@ class _Decoder:
         return self.lean.project(x, head) if self.lean is not None else head(x)
 
 
+class _ExtraPrompts:
+    """A reply's extra prompts, stepped together as the rows of one LLM decoder: other hearings of
+    the user's speech ("view": fed what the main prompt is fed) and text-only twins ("guide": fed the
+    reply's text only). `hidden` holds each row's last final hidden state, (rows, D)."""
+
+    def __init__(self, run: _Decoder | None, roles: list[str], hidden: torch.Tensor | None = None):
+        self.run, self.roles, self.hidden = run, roles, hidden
+
+    def at(self, role: str) -> list[int]:
+        return [i for i, r in enumerate(self.roles) if r == role]
+
+    def keep(self, rows: list[int]) -> None:
+        """Drops every other row (the decoder with it once none is left)."""
+        if rows == list(range(len(self.roles))):
+            return
+        if rows:
+            self.run.keep(rows)
+            self.hidden, self.roles = self.hidden[rows], [self.roles[i] for i in rows]
+        else:
+            self.run, self.hidden, self.roles = None, None, []
+
+    def step(self, next_emb: torch.Tensor, text_emb: torch.Tensor, budget: int) -> None:
+        """Feeds each row its next input; a row whose next position would pass `budget` is dropped
+        first (a slowed view is longer than the main prompt)."""
+        if self.run is not None:
+            self.keep([i for i, n in enumerate(self.run.lengths) if n + 1 <= budget])
+        if self.run is not None:
+            inputs = torch.cat([next_emb if r == "view" else text_emb for r in self.roles])
+            self.hidden = self.run(inputs)[:, -1]
+
+
 def _leading_text(p: Example, audio_id: int) -> int:
     """Positions before the first one that holds user audio or a speech group."""
     other = (p.input_ids == audio_id) | p.speech_input_mask
@@ -229,10 +260,12 @@ class DrVoiceGenerator:
             cancel: set it to stop after the current step.
             result: filled with the step count and stop reason.
             views: prompts of the same turn with the user's speech heard another way
-                (`core.mel_views`; the engine makes them for `SamplingConfig.audio_views`). Each
-                runs its own LLM cache and is fed the same tokens; text tokens are drawn from the
-                mean of all prompts' log-probabilities, speech from the mean of their hidden states
-                (a chain mode that follows its draft drops the views once the draft is written).
+                (`core.mel_views`; the engine makes them for `SamplingConfig.audio_views`). They are
+                fed the same tokens; text tokens are drawn from the mean of all prompts'
+                log-probabilities, speech from the mean of their hidden states (a chain mode that
+                follows its draft drops the views once the draft is written). Views and guides run
+                as the rows of one decoder (`_ExtraPrompts`; one pass per step on the lean path),
+                their leading text copied from `prompt`'s cache where it is the same.
             guides: S2M/T2M: prompts of the same turn in the text-only twin mode (S2T/T2T; the
                 engine makes them for `SamplingConfig.text_guide`). They are fed the reply's text
                 tokens only; each parallel text token is drawn from their mean log-probability
@@ -294,33 +327,19 @@ class DrVoiceGenerator:
             matmul_dtype=matmul_dtype(matmul, model.srh.decoder),
         )
         hidden = llm(prompt_inputs(prompt))[0, -1]  # (D,)
-        # the extra prompts, stepped together as the rows of one decoder: other hearings of the
-        # user's speech ("view": fed what `prompt` is fed) and text-only twins ("guide": fed the
-        # reply's text only)
         guides = guides if m.speech_output and not m.is_chain else ()
-        roles = ["view"] * len(views) + ["guide"] * len(guides)
-        side = side_hidden = None
-        if roles:
-            side = llm_decoder(len(roles))
+        extra = _ExtraPrompts(None, [])
+        if views or guides:
+            extra = _ExtraPrompts(
+                llm_decoder(len(views) + len(guides)), ["view"] * len(views) + ["guide"] * len(guides)
+            )
             lead = prompt.input_ids[: _leading_text(prompt, ids["audio"])]
             rest = []
             for row, p in enumerate([*views, *guides]):
                 # the leading text they have in common with `prompt` (its system prompt) is copied
                 n = min(_common_prefix(p.input_ids[: _leading_text(p, ids["audio"])], lead), len(p) - 1)
-                rest.append(prompt_inputs(p)[:, n:] if side.share(row, llm, 0, n) else prompt_inputs(p))
-            side_hidden = side.fill(rest)  # (rows, D)
-
-        def rows_of(role: str) -> list[int]:
-            return [i for i, r in enumerate(roles) if r == role]
-
-        def keep(rows: list[int]) -> None:
-            nonlocal side, side_hidden, roles
-            if side is not None and rows != list(range(len(roles))):
-                if rows:
-                    side.keep(rows)
-                    side_hidden, roles = side_hidden[rows], [roles[i] for i in rows]
-                else:
-                    side, side_hidden, roles = None, None, []
+                rest.append(prompt_inputs(p)[:, n:] if extra.run.share(row, llm, 0, n) else prompt_inputs(p))
+            extra.hidden = extra.run.fill(rest)  # (rows, D)
 
         last_input = int(prompt.input_ids[-1])
         parallel = m.speech_output and not m.is_chain
@@ -339,18 +358,17 @@ class DrVoiceGenerator:
 
         def draw_text(mask: torch.Tensor) -> int:
             head = model.llm.lm_head
-            guides_at = rows_of("guide")
-            side_scores = side.project(side_hidden, head).float() + mask if side is not None else None
+            guides_at, views_at = extra.at("guide"), extra.at("view")
+            scores = extra.run.project(extra.hidden, head).float() + mask if extra.roles else None
             guide_weight = sampling.text_guide if guides_at else 0.0
             if guide_weight >= 1.0:  # the twin alone writes the text
-                logits = mean_log_prob(side_scores[guides_at])
+                logits = mean_log_prob(scores[guides_at])
             else:
                 own = (llm.project(hidden, head).float() + mask)[None]
-                views_at = rows_of("view")
-                logits = mean_log_prob(torch.cat([own, side_scores[views_at]]) if views_at else own)
+                logits = mean_log_prob(torch.cat([own, scores[views_at]]) if views_at else own)
                 if guide_weight > 0.0:
                     own = torch.log_softmax(logits, -1)
-                    twin = torch.log_softmax(mean_log_prob(side_scores[guides_at]), -1)
+                    twin = torch.log_softmax(mean_log_prob(scores[guides_at]), -1)
                     logits = (1.0 - guide_weight) * own + guide_weight * twin
             return sample_token(logits.cpu(), sampling.temperature, sampling.top_k, sampling.top_p, gen)
 
@@ -368,7 +386,7 @@ class DrVoiceGenerator:
                     parallel = True
                     if follow:
                         forced = [*self.draft_ids(m.name, chain_ids), ids["im_end"]]
-                        keep(rows_of("guide"))  # no text is drawn from the views from here on
+                        extra.keep(extra.at("guide"))  # no text is drawn from the views from here on
                 else:
                     chain_ids.append(tok)
                 next_emb = text_emb = model.text_embed(torch.tensor([[tok]], device=dev))
@@ -384,8 +402,8 @@ class DrVoiceGenerator:
                 group = pad_group
                 if par_step >= cfg.speech_delay and not speech_done:
                     # with views, the speech is said from the mean of their hidden states
-                    views_at = rows_of("view")
-                    state = torch.cat([hidden[None], side_hidden[views_at]]).mean(0) if views_at else hidden
+                    views_at = extra.at("view")
+                    state = torch.cat([hidden[None], extra.hidden[views_at]]).mean(0) if views_at else hidden
                     cond = model.srh_condition(
                         state, torch.tensor(last_input, device=dev), torch.tensor(tok, device=dev)
                     )  # (k, d_srh)
@@ -412,7 +430,7 @@ class DrVoiceGenerator:
                         recent.append(code)
                 if tok == ids["im_end"]:
                     text_done = True
-                    keep(rows_of("view"))  # the guides' work is done
+                    extra.keep(extra.at("view"))  # the guides' work is done
                 par_step += 1
                 yield GenStep(
                     "parallel", None if tok == ids["sil"] else tok, new_codes, text_done, speech_done
@@ -429,9 +447,6 @@ class DrVoiceGenerator:
                     f"(about {budget / 5 / 60:.1f} min at 5 Hz); start a new conversation"
                 )
             hidden = llm(next_emb)[0, -1]
-            if side is not None:  # a prompt that would pass the budget is dropped (a slowed view is longer)
-                keep([i for i, n in enumerate(side.lengths) if n + 1 <= budget])
-            if side is not None:  # the views read what the prompt reads, the twins the text alone
-                side_hidden = side(torch.cat([next_emb if r == "view" else text_emb for r in roles]))[:, -1]
+            extra.step(next_emb, text_emb, budget)
             last_input = tok
         result.stop_reason = "max_steps"
