@@ -89,6 +89,12 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--json", action="store_true", help="one JSON object per line (default: a table)")
     args = p.parse_args(argv)
+    from core.modes import get_mode
+
+    if not get_mode(args.mode).speech_input:
+        p.error(
+            f"--mode {args.mode} answers text: audio views need a speech-input mode (S2M, S2T, STC, SAC, SUC)"
+        )
     torch.set_num_threads(args.threads)
     lines = [json.loads(line) for line in args.manifest.read_text().splitlines() if line.strip()]
     step = max(1, len(lines) // args.questions)
