@@ -123,8 +123,9 @@ class KVDecoder:
     With `rows` > 1 it holds that many sequences, each with its own length (a generator's extra
     prompts: other hearings of the user's speech, a text-only twin). `decoder(x, row=r)` advances
     row r alone (its prompt); `decoder(x)` with x (rows, 1, hidden) advances every row by one
-    position in one pass: each matrix product then takes all rows at once, so its weights are read
-    once and the per-call work is shared.
+    position in one pass (one product per projection for all rows, and the per-call work of norms,
+    rope, cache writes and Python shared); `decoder(x, counts=...)` fills padded prompts of
+    different lengths in one pass.
 
     Args:
         model: the base model. The stacked projections are taken when the decoder is made (one
