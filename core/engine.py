@@ -125,19 +125,29 @@ class VoiceChatEngine:
 
     # ---- inputs --------------------------------------------------------------------------------------
     def _user_input(
-        self, text: str | None, audio: Any, want_audio: bool, max_chars: int, view: tuple[float, float] | None
+        self,
+        text: str | None,
+        audio: Any,
+        want_audio: bool,
+        max_chars: int,
+        view: tuple[float, float] | None,
+        heard: dict | None = None,
     ) -> UserInput:
         if want_audio:
             if audio is None:
                 raise InputError("This mode answers speech: record or upload audio first.")
             from core.audio import load_audio
 
-            wav = load_audio(audio)
             if self.config.user_audio == "continuous":
                 from core.encoder import log_mel
 
-                mels = log_mel(wav, self.config.encoder["n_mels"])
-                return UserInput(text=text, mels=mel_view(mels, *view) if view else mels)
+                heard = {} if heard is None else heard  # (id(audio), view) -> log-mels, for one request
+                if (id(audio), None) not in heard:
+                    heard[id(audio), None] = log_mel(load_audio(audio), self.config.encoder["n_mels"])
+                if view and (id(audio), view) not in heard:
+                    heard[id(audio), view] = mel_view(heard[id(audio), None], *view)
+                return UserInput(text=text, mels=heard[id(audio), view or None])
+            wav = load_audio(audio)
             if self.user_tokenizer is None:
                 raise InputError("this checkpoint takes discrete user speech but has no speech tokenizer")
             return UserInput(text=text, speech_tokens=self.user_tokenizer.encode(wav).tolist())
@@ -148,18 +158,21 @@ class VoiceChatEngine:
             raise InputError(f"The message is {len(text)} characters long; the limit is {max_chars}.")
         return UserInput(text=text)
 
-    def build_prompt(self, request: ChatRequest, view: tuple[float, float] | None = None):
-        """The prompt layout of a request; `view` (tempo, warp) hears all its speech that way."""
+    def build_prompt(
+        self, request: ChatRequest, view: tuple[float, float] | None = None, heard: dict | None = None
+    ):
+        """The prompt layout of a request; `view` (tempo, warp) hears all its speech that way. `heard`:
+        log-mels already made for this request's audio objects (prompts of one request share them)."""
         mode = get_mode(request.mode)
         limit = request.max_text_chars
         history = [
             HistoryTurn(
-                self._user_input(h.user_text, h.user_audio, h.user_audio is not None, limit, view),
+                self._user_input(h.user_text, h.user_audio, h.user_audio is not None, limit, view, heard),
                 h.assistant_text,
             )
             for h in request.history
         ]
-        user = self._user_input(request.text, request.audio, mode.speech_input, limit, view)
+        user = self._user_input(request.text, request.audio, mode.speech_input, limit, view, heard)
         return self.builder.prompt(mode.name, user, history, request.system_prompt)
 
     def prompts(self, request: ChatRequest) -> tuple[Any, list, list]:
@@ -169,7 +182,7 @@ class VoiceChatEngine:
         continuous user speech only. Guides (`SamplingConfig.text_guide` > 0, S2M/T2M): the same turn
         in the text-only twin mode (`core.modes.text_twin`) with its default system prompt, heard
         in the plain view and in every extra one. A prompt that does not fit the position budget
-        is left out. Each audio input is decoded once for all of them."""
+        is left out. Each audio input is decoded once, and heard in each view once, for all of them."""
         mode, sampling = get_mode(request.mode), request.sampling
         continuous = mode.speech_input and self.config.user_audio == "continuous"
         extra = VIEWS[1 : sampling.audio_views] if continuous else ()
@@ -186,14 +199,17 @@ class VoiceChatEngine:
                 history=[dataclasses.replace(h, user_audio=loaded(h.user_audio)) for h in request.history],
             )
 
+        heard: dict = {}  # each audio input's log-mels in each view, made once for all the prompts
+
         def fitting(req: ChatRequest, views) -> list:
-            prompts = (self.build_prompt(req, view) for view in views)
+            prompts = (self.build_prompt(req, view, heard) for view in views)
             return [p for p in prompts if len(p) < self.config.max_positions]
 
+        prompt = self.build_prompt(request, None, heard)
         guides = []
         if twin is not None:
             guides = fitting(dataclasses.replace(request, mode=twin.name, system_prompt=None), (None, *extra))
-        return self.build_prompt(request), fitting(request, extra), guides
+        return prompt, fitting(request, extra), guides
 
     # ---- streaming -----------------------------------------------------------------------------------
     def stream(self, request: ChatRequest, cancel: threading.Event | None = None) -> Iterator[Event]:

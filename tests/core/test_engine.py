@@ -88,6 +88,8 @@ def test_a_text_guide_is_the_same_turn_in_the_text_twin_mode(engine, question):
     s2t = ChatRequest("S2T", audio=question)
     assert [p.input_ids.tolist() for p in guides[:1]] == [engine.build_prompt(s2t).input_ids.tolist()]
     assert len(views) == 1 and len(guides) == 2
+    # each hearing is made once for all the prompts: a twin holds its view's very log-mels
+    assert guides[1].mels[0] is views[0].mels[0] and guides[0].mels[0] is not views[0].mels[0]
     assert engine.prompts(ChatRequest("SAC", audio=question, sampling=guided))[2] == []  # not a twin mode
     (typed,) = engine.prompts(ChatRequest("T2M", text=QUESTION, sampling=guided))[2]  # no views of text
     assert (
