@@ -138,19 +138,25 @@ class VoiceChatEngine:
                 raise InputError("This mode answers speech: record or upload audio first.")
             from core.audio import load_audio
 
-            if self.config.user_audio == "continuous":
-                from core.encoder import log_mel
+            # (id(audio), view) -> what the model hears of it (log-mels, or speech tokens), made once
+            # for all the prompts of one request
+            heard = {} if heard is None else heard
+            continuous = self.config.user_audio == "continuous"
+            if (id(audio), None) not in heard:
+                wav = load_audio(audio)
+                if continuous:
+                    from core.encoder import log_mel
 
-                heard = {} if heard is None else heard  # (id(audio), view) -> log-mels, for one request
-                if (id(audio), None) not in heard:
-                    heard[id(audio), None] = log_mel(load_audio(audio), self.config.encoder["n_mels"])
-                if view and (id(audio), view) not in heard:
-                    heard[id(audio), view] = mel_view(heard[id(audio), None], *view)
-                return UserInput(text=text, mels=heard[id(audio), view or None])
-            wav = load_audio(audio)
-            if self.user_tokenizer is None:
-                raise InputError("this checkpoint takes discrete user speech but has no speech tokenizer")
-            return UserInput(text=text, speech_tokens=self.user_tokenizer.encode(wav).tolist())
+                    heard[id(audio), None] = log_mel(wav, self.config.encoder["n_mels"])
+                elif self.user_tokenizer is None:
+                    raise InputError("this checkpoint takes discrete user speech but has no speech tokenizer")
+                else:
+                    heard[id(audio), None] = self.user_tokenizer.encode(wav).tolist()
+            if not continuous:
+                return UserInput(text=text, speech_tokens=list(heard[id(audio), None]))
+            if view and (id(audio), view) not in heard:
+                heard[id(audio), view] = mel_view(heard[id(audio), None], *view)
+            return UserInput(text=text, mels=heard[id(audio), view or None])
         text = (text or "").strip()
         if not text:
             raise InputError("This mode answers text: type a message first.")
@@ -187,19 +193,7 @@ class VoiceChatEngine:
         continuous = mode.speech_input and self.config.user_audio == "continuous"
         extra = VIEWS[1 : sampling.audio_views] if continuous else ()
         twin = text_twin(mode) if sampling.text_guide > 0 else None
-        if mode.speech_input and (extra or twin is not None):
-            from core.audio import load_audio
-
-            def loaded(audio: Any) -> Any:
-                return None if audio is None else load_audio(audio)
-
-            request = dataclasses.replace(
-                request,
-                audio=loaded(request.audio),
-                history=[dataclasses.replace(h, user_audio=loaded(h.user_audio)) for h in request.history],
-            )
-
-        heard: dict = {}  # each audio input's log-mels in each view, made once for all the prompts
+        heard: dict = {}  # each audio input decoded, and heard in each view, once for all the prompts
 
         def fitting(req: ChatRequest, views) -> list:
             prompts = (self.build_prompt(req, view, heard) for view in views)

@@ -20,7 +20,7 @@ from transformers import DynamicCache
 
 from core.kv_decoder import KVDecoder, matmul_dtype, unsupported_reason
 from core.model import DrVoiceModel
-from core.modes import get_mode
+from core.modes import get_mode, text_twin
 from core.sampling import SamplingConfig, apply_repetition_penalty, sample_token
 from core.sequence import Example
 
@@ -327,7 +327,7 @@ class DrVoiceGenerator:
             matmul_dtype=matmul_dtype(matmul, model.srh.decoder),
         )
         hidden = llm(prompt_inputs(prompt))[0, -1]  # (D,)
-        guides = guides if m.speech_output and not m.is_chain else ()
+        guides = guides if text_twin(m) is not None else ()  # only a parallel speaking mode has a twin
         extra = _ExtraPrompts(None, [])
         if views or guides:
             extra = _ExtraPrompts(

@@ -9,6 +9,7 @@ import pytest
 
 from benchmarks.ensemble_cost import main, measure, parse_settings
 
+DEMO = Path(__file__).resolve().parents[2] / "checkpoints" / "demo"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
@@ -18,7 +19,7 @@ def test_settings_parse():
 
 def test_each_setting_answers_every_question_and_is_reported_against_the_first(tmp_path, capsys):
     audios = [FIXTURES / q["audio"] for q in json.loads((FIXTURES / "questions.json").read_text())]
-    rows = measure("checkpoints/demo", audios, "S2M", [(1, 0.0), (3, 0.5)])
+    rows = measure(str(DEMO), audios, "S2M", [(1, 0.0), (3, 0.5)])
     assert [(r["audio_views"], r["text_guide"]) for r in rows] == [(1, 0.0), (3, 0.5)]
     assert all(r["real_time_factor"] > 0 and r["time_to_first_audio_ms"] > 0 for r in rows)
     assert rows[0]["rtf_vs_first"] == rows[0]["ttfa_vs_first"] == 1.0
@@ -28,6 +29,6 @@ def test_each_setting_answers_every_question_and_is_reported_against_the_first(t
 
     manifest = tmp_path / "m.jsonl"  # the command line: every n-th line of a manifest, audio relative to it
     manifest.write_text("".join(json.dumps({"audio": str(a)}) + "\n" for a in audios))
-    main(["--manifest", str(manifest), "--questions", "1", "--settings", "1:0", "--json"])
+    main(["--checkpoint", str(DEMO), "--manifest", str(manifest), "--questions", "1", "--settings", "1:0", "--json"])
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(out) == 1 and out[0]["audio_views"] == 1

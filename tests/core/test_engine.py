@@ -79,6 +79,19 @@ def test_audio_views_hear_the_question_in_several_tempos(engine, question):
     assert done.reply_text == REPLY
 
 
+def test_a_requests_audio_is_decoded_once_for_all_its_prompts(engine, question, monkeypatch):
+    """Views and twins hear one decoding of the recording (and each view of it is made once)."""
+    import core.audio
+
+    calls = []
+    real = core.audio.load_audio
+    monkeypatch.setattr(core.audio, "load_audio", lambda audio: (calls.append(audio), real(audio))[1])
+    sampling = SamplingConfig(audio_views=3, text_guide=0.5)
+    prompt, views, guides = engine.prompts(ChatRequest("S2M", audio=question, sampling=sampling))
+    assert len(calls) == 1 and len(views) == 2 and len(guides) == 3
+    assert guides[0].mels[0] is prompt.mels[0] and guides[2].mels[0] is views[1].mels[0]
+
+
 def test_a_text_guide_is_the_same_turn_in_the_text_twin_mode(engine, question):
     """S2M with a guide: an S2T prompt per view (the default S2T system prompt even when the request
     overrides its own) beside S2M's own views; the overfitted answer survives the guide."""
