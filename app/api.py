@@ -9,6 +9,7 @@ progress results (text so far, seconds of audio generated so far); ``job.result(
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,17 +30,19 @@ class ApiHandlers:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
 
-    def _sampling(self, sampling: dict | None) -> SamplingConfig:
+    def _sampling(self, sampling: dict | None, checkpoint: str | None, mode: str) -> SamplingConfig:
+        """``sampling`` over the settings ``checkpoint`` (None: the default one) recommends for ``mode``."""
         sampling = dict(sampling or {})
         unknown = set(sampling) - set(SamplingConfig.__dataclass_fields__)
         if unknown:
             raise UserError(f"Unknown sampling settings: {', '.join(sorted(unknown))}.")
-        sampling.setdefault("max_new_steps", SamplingConfig().max_new_steps)
+        base = self.ctx.engine(checkpoint).sampling.for_mode(mode)
+        sampling.setdefault("max_new_steps", base.max_new_steps)
         sampling["max_new_steps"] = min(
             int(sampling["max_new_steps"]), self.ctx.settings.limits.max_new_steps
         )
         try:
-            return SamplingConfig(**sampling)
+            return dataclasses.replace(base, **sampling)
         except (TypeError, ValueError) as error:
             raise UserError(f"Invalid sampling settings: {error}") from None
 
@@ -59,11 +62,11 @@ class ApiHandlers:
         """
         try:
             turn_input = prepare_input(mode, message, audio, self.ctx.settings.limits)
-            config = self._sampling(sampling)
             if conversation_id:
                 conversation = self.ctx.repo.get_conversation(conversation_id)
                 checkpoint = checkpoint or conversation.checkpoint_id
             checkpoint = self.ctx.engine(checkpoint).checkpoint_id
+            config = self._sampling(sampling, checkpoint, turn_input.mode)
             if not conversation_id:
                 conversation_id = self.ctx.repo.create_conversation(
                     checkpoint, session_id=session_of(request)
@@ -105,16 +108,18 @@ class ApiHandlers:
             if (checkpoint_a, mode_a) == (checkpoint_b, mode_b):
                 raise UserError("Pick two different modes (or two different checkpoints) to compare.")
             inputs = [prepare_input(m, message, audio, self.ctx.settings.limits) for m in (mode_a, mode_b)]
-            config = self._sampling(sampling)
             sides = [
                 (self.ctx.engine(c).checkpoint_id, m)
                 for c, m in ((checkpoint_a, mode_a), (checkpoint_b, mode_b))
             ]
+            configs = [self._sampling(sampling, c, m) for c, m in sides]  # over each side's recommended
         except (UserError, AudioInputError) as error:
             raise gr.Error(readable(error)) from None
         session = session_of(request)
         jobs, labels = [], {}
-        for tag, (checkpoint, mode), turn_input, other in zip("AB", sides, inputs, sides[::-1], strict=True):
+        for tag, (checkpoint, mode), turn_input, other, config in zip(
+            "AB", sides, inputs, sides[::-1], configs, strict=True
+        ):
             labels[tag] = side_label(checkpoint, mode, *other)
             conversation = self.ctx.repo.create_conversation(
                 checkpoint, session_id=session, title=f"compare {tag}"

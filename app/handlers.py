@@ -8,6 +8,7 @@ callback yields is a tuple in the order of ``CHAT_OUTPUTS`` / ``COMPARE_OUTPUTS`
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections.abc import Iterator, Sequence
@@ -51,14 +52,19 @@ def session_of(request: Any) -> str:
     return getattr(request, "session_hash", None) or "anonymous"
 
 
-def sampling_from_values(values: Sequence[Any], max_new_steps: int) -> SamplingConfig:
+def sampling_from_values(
+    values: Sequence[Any], max_new_steps: int, default: SamplingConfig | None = None
+) -> SamplingConfig:
     """SamplingConfig from the UI controls (``SAMPLING_FIELDS`` order); blank or negative seed: none.
+    No values: ``default`` (the checkpoint's recommended settings for the mode; ``SamplingConfig()``
+    if None).
 
     Raises:
         UserError: a value out of range (the message names it).
     """
     if not values:
-        return SamplingConfig(max_new_steps=min(SamplingConfig().max_new_steps, max_new_steps))
+        default = default or SamplingConfig()
+        return dataclasses.replace(default, max_new_steps=min(default.max_new_steps, max_new_steps))
     if len(values) != len(SAMPLING_FIELDS):
         raise UserError(f"expected {len(SAMPLING_FIELDS)} sampling values, got {len(values)}")
     settings = dict(zip(SAMPLING_FIELDS, values, strict=True))
@@ -105,6 +111,16 @@ class ChatHandlers:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
 
+    def recommended_sampling(self, mode: str, checkpoint: str | None) -> list[Any]:
+        """The sampling controls set to what ``checkpoint`` recommends for ``mode`` (its
+        generation_config.json), in ``SAMPLING_FIELDS`` order; a new mode or checkpoint sets them."""
+        try:
+            sampling = self.ctx.engine(checkpoint).sampling.for_mode(mode or "S2M")
+        except UserError:
+            return [gr.skip()] * len(SAMPLING_FIELDS)
+        values = {**sampling.to_dict(), "seed": -1 if sampling.seed is None else sampling.seed}
+        return [values[name] for name in SAMPLING_FIELDS]
+
     def submit(
         self,
         request: gr.Request,
@@ -123,9 +139,13 @@ class ChatHandlers:
         idle = (gr.update(interactive=True), gr.update(interactive=False))
         try:
             turn_input = prepare_input(mode, text, audio, self.ctx.settings.limits)
-            sampling = sampling_from_values(sampling_values, self.ctx.settings.limits.max_new_steps)
             checkpoint = checkpoint or self.ctx.default_checkpoint
-            self.ctx.engine(checkpoint)
+            engine = self.ctx.engine(checkpoint)
+            sampling = sampling_from_values(
+                sampling_values,
+                self.ctx.settings.limits.max_new_steps,
+                engine.sampling.for_mode(turn_input.mode),
+            )
         except (UserError, AudioInputError) as error:
             yield (skip, skip, skip, status_message(readable(error)), state, skip, skip, *idle)
             return
@@ -266,9 +286,10 @@ class CompareHandlers:
                 raise UserError("Pick two different modes (or two different checkpoints) to compare.")
             sides = [(checkpoint_1, mode_1), (checkpoint_2, mode_2)]
             inputs = [prepare_input(m, text, audio, self.ctx.settings.limits) for _, m in sides]
-            sampling = sampling_from_values(sampling_values, self.ctx.settings.limits.max_new_steps)
             for checkpoint, _ in sides:
                 self.ctx.engine(checkpoint)
+            default = self.ctx.engine(None).sampling.default
+            sampling = sampling_from_values(sampling_values, self.ctx.settings.limits.max_new_steps, default)
         except (UserError, AudioInputError) as error:
             yield (*[skip] * 6, status_message(readable(error)), skip, state, *[skip] * 4, *ready)
             return

@@ -33,9 +33,10 @@ MODE_TABLE = "| mode | flow |\n|---|---|\n" + "\n".join(
 )
 
 
-def sampling_controls() -> list[gr.components.Component]:
-    """The sampling accordion; returns its controls in ``handlers.SAMPLING_FIELDS`` order."""
-    d = SamplingConfig()
+def sampling_controls(d: SamplingConfig, tab: str) -> list[gr.components.Component]:
+    """The sampling accordion, set to ``d`` (the default checkpoint's recommended settings; the Chat
+    tab's follow its mode and checkpoint), element ids prefixed by ``tab``; returns its controls in
+    ``handlers.SAMPLING_FIELDS`` order."""
     with gr.Accordion("Sampling settings", open=False):
         with gr.Row():
             temperature = gr.Slider(0, 2, d.temperature, step=0.05, label="Text temperature (0 = greedy)")
@@ -49,7 +50,7 @@ def sampling_controls() -> list[gr.components.Component]:
             repetition_penalty = gr.Slider(
                 1, 3, d.repetition_penalty, step=0.05, label="Speech repetition penalty"
             )
-            seed = gr.Number(-1, precision=0, label="Seed (-1 = random)")
+            seed = gr.Number(-1 if d.seed is None else d.seed, precision=0, label="Seed (-1 = random)")
             max_new_steps = gr.Slider(
                 10, 600, d.max_new_steps, step=10, label="Max LLM steps (5 per second of speech)"
             )
@@ -59,6 +60,7 @@ def sampling_controls() -> list[gr.components.Component]:
                 len(VIEWS),
                 d.audio_views,
                 step=1,
+                elem_id=f"{tab}-audio-views",
                 label="Hear spoken input N ways (slower/faster, higher/lower) and write their consensus: "
                 "3 answers S2T and chain modes more often and S2M speaks right more often; each way adds time",
             )
@@ -115,8 +117,12 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                     comment = gr.Textbox(
                         label="Comment for your next 👍 / 👎 (optional)", elem_id="chat-comment"
                     )
-                    chat_sampling = sampling_controls()
+                    chat_sampling = sampling_controls(ctx.engine(None).sampling.for_mode("S2M"), "chat")
             chat_inputs = [chat_state, chatbot, mode, text_in, audio_in, checkpoint, *chat_sampling]
+            for picker in (mode, checkpoint):  # the checkpoint's recommended settings for the mode
+                picker.change(
+                    chat.recommended_sampling, [mode, checkpoint], chat_sampling, queue=False, **private
+                )
             chat_outputs = [
                 chatbot,
                 reply_audio,
@@ -156,7 +162,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 checkpoint_2 = gr.Dropdown(ctx.checkpoints, value=ctx.checkpoints[-1],
                                            label="Setting 2: checkpoint", visible=several)  # fmt: skip
                 blinded = gr.Checkbox(True, label="Blind (A/B shuffled, revealed after the vote)")
-            cmp_sampling = sampling_controls()
+            cmp_sampling = sampling_controls(ctx.engine(None).sampling.default, "cmp")
             with gr.Row():
                 run = gr.Button("Answer with both", variant="primary", elem_id="cmp-run")
                 cmp_stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="cmp-stop")

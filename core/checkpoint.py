@@ -6,6 +6,10 @@ Layout:
     model.safetensors   all weights (the only weight format that is loaded)
     tokenizer files     as written by `tokenizer.save_pretrained`
     codec/              the codec's files (embedded units codec), or codec ids in config.json
+    generation_config.json   optional: the decoding settings this model answers best with, chosen
+                        by evaluating it: `core.sampling.SamplingConfig` fields that differ from its
+                        defaults, and under "modes" per mode those that differ for it, e.g.
+                        {"modes": {"S2T": {"audio_views": 3}}}; a request's own settings win
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from core.config import DrVoiceConfig
 from core.model import DrVoiceModel
+from core.sampling import ModeSampling, SamplingConfig
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +35,7 @@ FORMAT = "drvoice"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+GENERATION_FILE = "generation_config.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "codec/*"]
 
@@ -60,6 +66,7 @@ class Checkpoint:
     path: Path
     checkpoint_id: str  # directory name or hub id, stored with every generated turn
     extra: dict[str, Any] = field(default_factory=dict)  # training provenance etc.
+    sampling: ModeSampling = field(default_factory=ModeSampling)  # its generation_config.json
 
 
 def _sha256(path: Path) -> str:
@@ -146,6 +153,32 @@ def load_config(directory: Path) -> dict[str, Any]:
     return meta
 
 
+def save_generation_config(directory: str | Path, sampling: SamplingConfig | ModeSampling) -> Path:
+    """Writes the checkpoint's recommended decoding settings (only what differs from the defaults)."""
+    if isinstance(sampling, SamplingConfig):
+        sampling = ModeSampling(sampling)
+    path = Path(directory) / GENERATION_FILE
+    path.write_text(json.dumps(sampling.to_dict(), indent=2) + "\n")
+    return path
+
+
+def load_generation_config(directory: Path) -> ModeSampling:
+    """The checkpoint's recommended decoding settings (the defaults when it has none).
+
+    Raises:
+        CheckpointError: the file is not valid JSON or not valid settings (the message says why).
+    """
+    path = directory / GENERATION_FILE
+    if not path.is_file():
+        return ModeSampling()
+    try:
+        return ModeSampling.from_dict(json.loads(path.read_text()))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
+
+
 def load_weights(directory: Path, expected_sha256: str | None) -> dict[str, torch.Tensor]:
     """Reads model.safetensors after checking its checksum; pickle files are refused."""
     weights = directory / WEIGHTS_FILE
@@ -205,4 +238,5 @@ def from_pretrained(
     checkpoint_id = (
         str(path_or_id) if not Path(path_or_id).expanduser().is_dir() else directory.resolve().name
     )
-    return Checkpoint(model, tokenizer, codec, directory, checkpoint_id, meta.get("extra", {}))
+    sampling = load_generation_config(directory)
+    return Checkpoint(model, tokenizer, codec, directory, checkpoint_id, meta.get("extra", {}), sampling)

@@ -22,7 +22,7 @@ from core.codec.background import BackgroundStream
 from core.generate import DrVoiceGenerator, GenResult
 from core.mel_views import VIEWS, mel_view
 from core.modes import get_mode, split_chain_text, text_twin
-from core.sampling import SamplingConfig
+from core.sampling import ModeSampling, SamplingConfig
 from core.sequence import HistoryTurn, SequenceBuilder, UserInput
 from core.types import AudioChunk, Done, Event, PhaseStart, TextDelta, Timings, Waveform
 
@@ -46,7 +46,7 @@ class ChatRequest:
     text: str | None = None  # typed input (text modes)
     audio: Any = None  # recorded/uploaded input (speech modes): path, bytes, (sr, array) or Waveform
     history: list[Exchange] = field(default_factory=list)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    sampling: SamplingConfig | None = None  # None: the engine's for the mode (generation_config.json)
     system_prompt: str | None = None  # overrides the mode's Table 5 prompt
     max_text_chars: int = 2000  # longer typed input is refused with a clear error
 
@@ -85,8 +85,11 @@ class VoiceChatEngine:
         background_audio: bool | None = None,
         decode: str = "lean",
         matmul: str = "auto",
+        sampling: ModeSampling | None = None,
     ):
         self.model = model.eval()
+        # the decoding settings of a request that sets none: the checkpoint's recommended ones
+        self.sampling = sampling or ModeSampling()
         self.decode = decode  # generator decode path: "lean" (core/kv_decoder.py) or "cached" (transformers)
         # the lean path's product precision: "auto" multiplies by float16 copies of float32 weights
         # on a CPU with several torch threads (`core.kv_decoder.matmul_dtype`), "fp32" by the weights
@@ -117,7 +120,7 @@ class VoiceChatEngine:
         from core.checkpoint import from_pretrained
 
         ckpt = from_pretrained(path_or_id, device=device, dtype=dtype)
-        return cls(ckpt.model, ckpt.tokenizer, ckpt.codec, ckpt.checkpoint_id)
+        return cls(ckpt.model, ckpt.tokenizer, ckpt.codec, ckpt.checkpoint_id, sampling=ckpt.sampling)
 
     @property
     def sample_rate(self) -> int:
@@ -189,7 +192,8 @@ class VoiceChatEngine:
         in the text-only twin mode (`core.modes.text_twin`) with its default system prompt, heard
         in the plain view and in every extra one. A prompt that does not fit the position budget
         is left out. Each audio input is decoded once, and heard in each view once, for all of them."""
-        mode, sampling = get_mode(request.mode), request.sampling
+        mode = get_mode(request.mode)
+        sampling = request.sampling or self.sampling.for_mode(mode.name)
         continuous = mode.speech_input and self.config.user_audio == "continuous"
         extra = VIEWS[1 : sampling.audio_views] if continuous else ()
         twin = text_twin(mode) if sampling.text_guide > 0 else None
@@ -215,6 +219,8 @@ class VoiceChatEngine:
         """
         start = time.perf_counter()
         mode = get_mode(request.mode)
+        if request.sampling is None:
+            request = dataclasses.replace(request, sampling=self.sampling.for_mode(mode.name))
         if mode.speech_output and self.codec is None:
             raise InputError(f"mode {mode.name} speaks, but this checkpoint has no speech detokenizer")
         with self._lock:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from core.mel_views import VIEWS
+from core.modes import MODE_NAMES
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,61 @@ class SamplingConfig:
     def from_dict(cls, data: dict) -> SamplingConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class ModeSampling:
+    """Decoding settings per interaction mode: `default` for every mode, `modes` for the ones that
+    differ (a checkpoint's recommended settings, `core.checkpoint.GENERATION_FILE`)."""
+
+    default: SamplingConfig = dataclasses.field(default_factory=SamplingConfig)
+    modes: dict[str, SamplingConfig] = dataclasses.field(default_factory=dict)
+
+    def for_mode(self, mode: str) -> SamplingConfig:
+        return self.modes.get(mode.upper(), self.default)
+
+    def replace(self, **changes) -> ModeSampling:
+        """The same settings with `changes` made in every mode's."""
+        return ModeSampling(
+            dataclasses.replace(self.default, **changes),
+            {m: dataclasses.replace(s, **changes) for m, s in self.modes.items()},
+        )
+
+    def to_dict(self) -> dict:
+        """The fields that differ from `SamplingConfig()`, then per mode those that differ from `default`."""
+        base, default = SamplingConfig().to_dict(), self.default.to_dict()
+        out: dict = {k: v for k, v in default.items() if v != base[k]}
+        modes = {m: {k: v for k, v in s.to_dict().items() if v != default[k]} for m, s in self.modes.items()}
+        if modes:
+            out["modes"] = modes
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModeSampling:
+        """Inverse of `to_dict`.
+
+        Raises:
+            ValueError: not an object of `SamplingConfig` fields (and "modes"), a mode that does not
+                exist, or a value out of range (the message names it).
+        """
+
+        def config(fields, base: SamplingConfig, where: str) -> SamplingConfig:
+            if not isinstance(fields, dict):
+                raise ValueError(f"{where} must be a JSON object of sampling settings")
+            unknown = sorted(set(fields) - set(SamplingConfig.__dataclass_fields__))
+            if unknown:
+                raise ValueError(f"{where} has unknown sampling settings: {', '.join(unknown)}")
+            try:
+                return dataclasses.replace(base, **fields)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{where}: {exc}") from None
+
+        data = dict(data) if isinstance(data, dict) else data
+        modes = data.pop("modes", {}) if isinstance(data, dict) else {}
+        default = config(data, SamplingConfig(), "the settings")
+        if not isinstance(modes, dict) or not set(modes) <= set(MODE_NAMES):
+            raise ValueError(f"'modes' must map mode names ({', '.join(MODE_NAMES)}) to settings")
+        return cls(default, {m: config(f, default, f"mode {m}") for m, f in modes.items()})
 
 
 def apply_repetition_penalty(logits: torch.Tensor, recent: list[int], penalty: float) -> torch.Tensor:

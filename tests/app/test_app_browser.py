@@ -130,3 +130,19 @@ def test_compare_and_vote_in_the_browser(page, server, question_wav):
     page.click("#data-turns [data-testid=cell-0-1]")  # a row plays back its audio
     page.wait_for_function("document.body.innerText.includes('conversation_id')")
     page.screenshot(path=str(SHOTS / "06-data.png"), full_page=True)
+
+
+def test_chat_sliders_follow_the_checkpoints_recommended_settings(page, server, monkeypatch):
+    """Picking a mode sets the sampling sliders to what the checkpoint recommends for it."""
+    from core.sampling import ModeSampling, SamplingConfig
+
+    engine = server[1].engine(None)
+    monkeypatch.setattr(engine, "sampling", ModeSampling(modes={"S2T": SamplingConfig(audio_views=3)}))
+    page.get_by_role("tab", name="Chat").click()
+    page.get_by_text("Sampling settings").first.click()  # the accordion renders its sliders when open
+    views = "#chat-audio-views input[type=number]"
+    page.wait_for_selector(views)
+    page.get_by_label("Speech-to-Text (S2T)").check()
+    page.wait_for_function("(sel) => document.querySelector(sel).value === '3'", arg=views)
+    page.get_by_label("Text-to-Text (T2T)").check()
+    page.wait_for_function("(sel) => document.querySelector(sel).value === '1'", arg=views)

@@ -289,3 +289,34 @@ def test_without_audio_streaming_the_whole_reply_comes_at_the_end(make_ctx, ques
     assert not any(isinstance(o[CHAT["reply_audio"]], bytes) for o in outputs)
     rate, samples = outputs[-1][CHAT["reply_audio"]]
     assert rate == 16000 and len(samples) / rate > 1.0
+
+
+def test_settings_start_from_each_checkpoints_recommended_ones(make_ctx, engine):
+    """The page's sliders show what the default checkpoint's generation_config.json recommends and
+    follow the chat's mode and checkpoint; the API fills what a script leaves out from the chosen
+    checkpoint's settings for the mode."""
+    import copy
+    import dataclasses
+
+    from app.api import ApiHandlers
+    from app.handlers import SAMPLING_FIELDS, sampling_from_values
+    from app.ui import build_app
+    from core.sampling import ModeSampling, SamplingConfig
+
+    s2t = SamplingConfig(audio_views=3, text_guide=0.25, seed=5)
+    other = copy.copy(engine)
+    other.checkpoint_id, other.sampling = "other", ModeSampling(SamplingConfig(text_guide=0.25), {"S2T": s2t})
+    ctx = make_ctx({engine.checkpoint_id: engine, "other": other})
+    api = ApiHandlers(ctx)
+    assert api._sampling({"temperature": 0.5}, "other", "S2T") == dataclasses.replace(s2t, temperature=0.5)
+    assert api._sampling({}, "other", "S2M") == SamplingConfig(text_guide=0.25)
+    assert api._sampling({}, None, "S2T") == SamplingConfig()
+    assert sampling_from_values((), 50, s2t) == dataclasses.replace(s2t, max_new_steps=50)
+    values = dict(zip(SAMPLING_FIELDS, ChatHandlers(ctx).recommended_sampling("S2T", "other"), strict=True))
+    assert (values["audio_views"], values["text_guide"], values["seed"]) == (3, 0.25, 5)
+    values = dict(zip(SAMPLING_FIELDS, ChatHandlers(ctx).recommended_sampling("S2T", None), strict=True))
+    assert (values["audio_views"], values["seed"]) == (1, -1)
+
+    demo = build_app(make_ctx({"other": other, engine.checkpoint_id: engine}))
+    guides = [b for b in demo.blocks.values() if str(getattr(b, "label", "")).startswith("S2M/T2M: let")]
+    assert len(guides) == 2 and all(b.value == 0.25 for b in guides)  # the chat tab's and the compare tab's

@@ -4,12 +4,16 @@ import pytest
 import torch
 
 from core.checkpoint import (
+    GENERATION_FILE,
+    CheckpointError,
     CheckpointNotFoundError,
     TamperedCheckpointError,
     UnsafeCheckpointError,
     from_pretrained,
+    save_generation_config,
     save_pretrained,
 )
+from core.sampling import ModeSampling, SamplingConfig
 from core.sequence import Sample, SequenceBuilder, UserInput, collate
 from tests.core.conftest import fake_mels, make_model
 
@@ -36,6 +40,42 @@ def test_save_load_gives_identical_outputs(tmp_path, tokenizer):
         assert n1 == n2 and torch.equal(p1, p2), n1
     # tied embeddings stay tied after loading
     assert ckpt.model.llm.lm_head.weight.data_ptr() == ckpt.model.llm.model.embed_tokens.weight.data_ptr()
+
+
+def test_recommended_decoding_settings_round_trip(tmp_path, tokenizer):
+    """generation_config.json holds what differs from SamplingConfig(), then per mode what differs
+    for it; none means the defaults in every mode."""
+    out = save_pretrained(tmp_path / "ckpt", make_model(tokenizer), tokenizer)
+    assert not (out / GENERATION_FILE).exists() and from_pretrained(out).sampling == ModeSampling()
+    default = SamplingConfig(text_guide=0.25)
+    recommended = ModeSampling(default, {"S2T": SamplingConfig(audio_views=3, text_guide=0.25)})
+    save_generation_config(out, recommended)
+    assert json.loads((out / GENERATION_FILE).read_text()) == {
+        "text_guide": 0.25,
+        "modes": {"S2T": {"audio_views": 3}},
+    }
+    loaded = from_pretrained(out).sampling
+    assert loaded == recommended
+    assert loaded.for_mode("s2t").audio_views == 3 and loaded.for_mode("S2M") == default
+    assert loaded.replace(audio_views=2).for_mode("S2T") == SamplingConfig(audio_views=2, text_guide=0.25)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"audio_views": 3,', "not valid JSON"),
+        ("[3]", "JSON object"),
+        ('{"audio_views": 3, "beams": 4}', "unknown sampling settings: beams"),
+        ('{"audio_views": 99}', "audio_views must be in"),
+        ('{"modes": {"S2X": {"audio_views": 3}}}', "must map mode names"),
+        ('{"modes": {"S2T": {"audio_views": 0}}}', "mode S2T: audio_views must be in"),
+    ],
+)
+def test_a_broken_generation_config_is_a_clear_error(tmp_path, tokenizer, content, message):
+    out = save_pretrained(tmp_path / "ckpt", make_model(tokenizer), tokenizer)
+    (out / GENERATION_FILE).write_text(content)
+    with pytest.raises(CheckpointError, match=message):
+        from_pretrained(out)
 
 
 def test_tampered_weights_are_refused(tmp_path, tokenizer):

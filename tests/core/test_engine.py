@@ -10,7 +10,7 @@ from core.checkpoint import save_pretrained
 from core.engine import ChatRequest, Exchange, InputError, VoiceChatEngine
 from core.generate import LengthBudgetError
 from core.modes import MODE_NAMES
-from core.sampling import SamplingConfig
+from core.sampling import ModeSampling, SamplingConfig
 from core.types import AudioChunk, Done, PhaseStart, TextDelta
 from tests.core.conftest import flite_speech, make_model
 
@@ -77,6 +77,21 @@ def test_audio_views_hear_the_question_in_several_tempos(engine, question):
     assert engine.prompts(ChatRequest("T2T", text=QUESTION, sampling=several))[1] == []
     _, done = _run(engine, ChatRequest("S2T", audio=question, sampling=several))
     assert done.reply_text == REPLY
+
+
+def test_a_request_without_sampling_gets_the_checkpoints_recommended_settings(engine, question, monkeypatch):
+    """The settings the checkpoint recommends for the mode (generation_config.json) fill a request
+    that sets none; a request's own settings win."""
+    assert engine.sampling == ModeSampling()  # the tiny checkpoint recommends nothing
+    monkeypatch.setattr(engine, "sampling", ModeSampling(modes={"S2T": SamplingConfig(audio_views=3)}))
+    assert len(engine.prompts(ChatRequest("S2T", audio=question))[1]) == 2
+    assert engine.prompts(ChatRequest("SUC", audio=question))[1] == []  # only S2T's differ
+    assert engine.prompts(ChatRequest("S2T", audio=question, sampling=SamplingConfig()))[1] == []
+    heard = []
+    real = engine.prompts
+    monkeypatch.setattr(engine, "prompts", lambda request: (heard.append(request.sampling), real(request))[1])
+    _, done = _run(engine, ChatRequest("S2T", audio=question))
+    assert done.reply_text == REPLY and heard == [SamplingConfig(audio_views=3)]
 
 
 def test_a_requests_audio_is_decoded_once_for_all_its_prompts(engine, question, monkeypatch):

@@ -184,6 +184,9 @@ class StubEngine:
     codec = "stub"
 
     def __init__(self, replies: dict[str, str]):
+        from core.sampling import ModeSampling, SamplingConfig
+
+        self.sampling = ModeSampling(modes={"S2T": SamplingConfig(audio_views=3)})  # recommends per mode
         self.replies = replies
         self.requests = []
 
@@ -436,6 +439,7 @@ def test_history_is_passed_in_the_modes_input_modality(tmp_path):
     evaluate(
         Evaluator(engine, transcribe=fake_judge, speak_reference=fake_tts), [item], ["T2T", "S2T"], False
     )
+    assert [r.sampling.audio_views for r in engine.requests] == [1, 3]  # the engine's, per mode
     t2t, s2t = (r.history[0] for r in engine.requests)
     assert (t2t.user_text, t2t.user_audio, t2t.assistant_text) == ("hello", None, "Hi!")
     assert (s2t.user_text, s2t.user_audio, s2t.assistant_text) == ("hello", str(tmp_path / "h.wav"), "Hi!")
@@ -509,6 +513,10 @@ def test_cli_end_to_end_on_a_tiny_checkpoint(tiny_checkpoint, tmp_path, capsys):
 
     report, results = run(write_manifest(tmp_path / "m1.jsonl", rows), tmp_path / "r1.jsonl")
     assert report["n"] == 3 and set(report["modes"]) == set(modes) and len(results) == 9
+    assert all(
+        report["sampling"][m]["max_new_steps"] == 8 and report["sampling"][m]["temperature"] == 1
+        for m in modes
+    )
     for mode in modes:
         entry, rs = report["modes"][mode], [results[(f"q{i}", mode)] for i in range(3)]
         assert entry["n"] == 3 and entry["text_accuracy"] == pytest.approx(
@@ -563,3 +571,29 @@ def test_cli_end_to_end_on_a_tiny_checkpoint(tiny_checkpoint, tmp_path, capsys):
             expected_speech = sum(has_word(results[(f"q{i}", mode)]["transcript"]) for i in (0, 2)) / 3
             assert report2["modes"][mode]["speech_accuracy"] == pytest.approx(expected_speech), mode
     assert meaningful, "the tiny model produced no reply text at all; the check would be vacuous"
+
+
+def test_cli_takes_the_checkpoints_recommended_settings_unless_told(tiny_checkpoint, tmp_path, capsys):
+    """Settings not given on the command line are what the checkpoint's generation_config.json
+    recommends for each mode; the report says which each mode used."""
+    import shutil
+
+    from core.checkpoint import save_generation_config
+    from core.sampling import ModeSampling, SamplingConfig
+
+    ckpt = shutil.copytree(tiny_checkpoint, tmp_path / "ckpt")
+    default = SamplingConfig(temperature=0.5, max_new_steps=4)
+    save_generation_config(
+        ckpt, ModeSampling(default, {"S2T": SamplingConfig(audio_views=2, max_new_steps=4)})
+    )
+    manifest = write_manifest(
+        tmp_path / "m.jsonl", [{"id": "a", "text": "Hi", "answers": ["x"], "category": "c"}]
+    )
+    argv = ["--checkpoint", str(ckpt), "--manifest", str(manifest), "--modes", "T2T,S2T", "--json", "--quiet"]
+    main([*argv, "--temperature", "1"])
+    used = json.loads(capsys.readouterr().out)["sampling"]
+    assert (used["T2T"]["audio_views"], used["T2T"]["temperature"], used["T2T"]["max_new_steps"]) == (1, 1, 4)
+    assert (used["S2T"]["audio_views"], used["S2T"]["temperature"]) == (2, 1)
+    with pytest.raises(SystemExit):  # out of range: refused before the model loads
+        main([*argv, "--audio-views", "99"])
+    assert "audio_views must be in" in capsys.readouterr().err

@@ -68,12 +68,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
         choices=["auto", "fp32", "fp16", "bf16"],
         help="precision of the decoder's matrix products (auto: fp16 copies of fp32 weights on a CPU with several threads)",
     )
-    parser.add_argument("--max-new-steps", type=int, default=600, help="LLM steps per reply (5 Hz)")
-    parser.add_argument("--temperature", type=float, default=0.0, help="text temperature (0 = greedy)")
+    # decoding settings: each one not given is what the checkpoint recommends for the mode (its
+    # generation_config.json, else core.sampling.SamplingConfig's default); the JSON report records
+    # the settings each mode used
+    parser.add_argument("--max-new-steps", type=int, help="LLM steps per reply (5 Hz; default 600)")
+    parser.add_argument("--temperature", type=float, help="text temperature (0 = greedy, the default)")
     parser.add_argument(
-        "--speech-temperature", type=float, default=0.0, help="speech temperature (0 = greedy)"
+        "--speech-temperature", type=float, help="speech temperature (0 = greedy, the default)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed (when sampling)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (when sampling; default 0)")
     parser.add_argument(
         "--no-follow-draft",
         action="store_true",
@@ -82,17 +85,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument(
         "--audio-views",
         type=int,
-        default=1,
         help="speech modes: hear each question in this many tempo / mel-warp views (core.mel_views) and "
-        "draw text from their mean log-probability, speech from their mean hidden state (default 1: the "
-        "recording as it is; 3 helps S2T, the chain modes and S2M's speech)",
+        "draw text from their mean log-probability, speech from their mean hidden state (1: the "
+        "recording as it is; the demo checkpoint recommends 3)",
     )
     parser.add_argument(
         "--text-guide",
         type=float,
-        default=0.0,
         help="S2M/T2M: weight in [0, 1] of the text-only twin (S2T/T2T) of the same question when the "
-        "parallel text is drawn (default 0: off; 1: the twin writes the text, the speech stays the "
+        "parallel text is drawn (0: off, the default; 1: the twin writes the text, the speech stays the "
         "speaking mode's own)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -106,16 +107,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     torch.set_num_threads(args.threads)
     modes = parse_modes(args.modes)
+    overrides = {
+        "temperature": args.temperature,
+        "speech_temperature": args.speech_temperature,
+        "seed": args.seed,
+        "max_new_steps": args.max_new_steps,
+        "follow_draft": False if args.no_follow_draft else None,
+        "audio_views": args.audio_views,
+        "text_guide": args.text_guide,
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
     try:
-        sampling = SamplingConfig(
-            temperature=args.temperature,
-            speech_temperature=args.speech_temperature,
-            seed=args.seed,
-            max_new_steps=args.max_new_steps,
-            follow_draft=not args.no_follow_draft,
-            audio_views=args.audio_views,
-            text_guide=args.text_guide,
-        )
+        SamplingConfig(**overrides)  # out-of-range values refused before the model loads
         vocabulary = training_vocabulary(args.train_manifest) if args.train_manifest else None
         items = read_eval_manifest(args.manifest, args.limit, vocabulary)
     except (ValueError, OSError) as exc:
@@ -126,16 +129,19 @@ def main(argv: Sequence[str] | None = None) -> dict:
             run = rescore(stored, items, None if args.modes == ["all"] else modes)
         except (ValueError, OSError) as exc:
             parser.error(str(exc))
+        source = {"rescored": str(args.rescore)}
     else:
         if not args.checkpoint:
             parser.error("--checkpoint is required (unless --rescore)")
         engine = VoiceChatEngine.from_pretrained(args.checkpoint, device=args.device)
         engine.matmul = args.matmul
+        sampling = engine.sampling.replace(**overrides)  # the checkpoint's, per mode, with those given
         try:
             run = evaluate(Evaluator(engine, sampling), items, modes, progress=not args.quiet)
         except ValueError as exc:
             parser.error(str(exc))
-    source = {"rescored": str(args.rescore)} if args.rescore else {"checkpoint": str(args.checkpoint)}
+        used = {mode: sampling.for_mode(mode).to_dict() for mode in modes}
+        source = {"checkpoint": str(args.checkpoint), "sampling": used}
     report = {**source, "manifest": str(args.manifest), **run.report}
     if args.out:
         write_results(run.results, args.out)

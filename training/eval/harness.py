@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from core.modes import MODES, get_mode
-from core.sampling import SamplingConfig
+from core.sampling import ModeSampling, SamplingConfig
 from core.types import Done, Waveform
 from training.data.manifest import json_lines
 from training.eval.breakdown import group_scores, new_words
@@ -147,7 +147,8 @@ class Evaluator:
 
     Args:
         engine: anything with `chat(ChatRequest) -> (Done, Waveform | None)` (a `VoiceChatEngine`).
-        sampling: decoding settings (greedy by default).
+        sampling: decoding settings, for every mode or per mode (None: the engine's, which its
+            checkpoint recommends per mode; greedy by default).
         transcribe: the ASR judge, waveform -> text.
         speak_reference: renders a reply text in the reference voice (flite slt).
     """
@@ -155,7 +156,7 @@ class Evaluator:
     def __init__(
         self,
         engine,
-        sampling: SamplingConfig | None = None,
+        sampling: SamplingConfig | ModeSampling | None = None,
         transcribe: Callable[[Waveform], str] | None = None,
         speak_reference: Callable[[str], Waveform] | None = None,
     ) -> None:
@@ -164,7 +165,9 @@ class Evaluator:
         if speak_reference is None:
             from training.data.tts import speak_assistant as speak_reference
         self.engine = engine
-        self.sampling = sampling or SamplingConfig()
+        if isinstance(sampling, SamplingConfig):
+            sampling = ModeSampling(sampling)  # the same settings in every mode
+        self.sampling = sampling or engine.sampling  # None: what the checkpoint recommends per mode
         self.transcribe = transcribe
         self.speak_reference = speak_reference
         self._reference_cache: dict[str, str] = {}
@@ -198,7 +201,7 @@ class Evaluator:
             text=None if spec.speech_input else item.text,
             audio=str(item.audio) if spec.speech_input else None,
             history=history,
-            sampling=self.sampling,
+            sampling=self.sampling.for_mode(mode),
         )
         try:
             done, audio = self.engine.chat(request)
