@@ -11,6 +11,7 @@ import logging
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -93,7 +94,8 @@ class AppContext:
         settings: AppSettings | None = None,
         device: str = "cpu",
     ) -> AppContext:
-        """Loads the checkpoints and opens (and migrates) the database.
+        """Loads the checkpoints (each answers one made-up request: `VoiceChatEngine.warm_up`) and
+        opens (and migrates) the database.
 
         Turns left ``running`` by an earlier process that stopped are marked as errors.
         """
@@ -105,7 +107,11 @@ class AppContext:
                 name, n = f"{engine.checkpoint_id}#{n}", n + 1
             engine.checkpoint_id = name
             engines[name] = engine
-            logger.info("loaded checkpoint %s from %s", name, path)
+            took = time.perf_counter()
+            engine.warm_up()  # so that the first user's reply is as fast as the next ones
+            logger.info(
+                "loaded checkpoint %s from %s (warmed up in %.2f s)", name, path, time.perf_counter() - took
+            )
         repository = Repository(db_url, data_dir)
         interrupted = repository.fail_interrupted_turns()
         if interrupted:

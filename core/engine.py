@@ -122,6 +122,22 @@ class VoiceChatEngine:
         ckpt = from_pretrained(path_or_id, device=device, dtype=dtype)
         return cls(ckpt.model, ckpt.tokenizer, ckpt.codec, ckpt.checkpoint_id, sampling=ckpt.sampling)
 
+    def warm_up(self) -> Done:
+        """Answers one short made-up request through every part a reply uses (the ear, the LLM, the
+        Speech Refined Head, the codec), so that the first user does not wait for what the first
+        call sets up: the float16 weight copies, rope tables, the codec's windows, the thread
+        pools' first run (on the demo, first audio after ~180 ms on a first call, ~90 ms after).
+        Generation settings are the defaults with a few steps; nothing is stored."""
+        speaks = self.codec is not None
+        if self.config.user_audio == "continuous":  # 1 s of quiet noise: heard, not refused as silence
+            noise = np.random.default_rng(0).normal(0.0, 0.05, 16000).astype(np.float32)
+            request = ChatRequest("S2M" if speaks else "S2T", audio=Waveform(noise, 16000))
+        else:
+            request = ChatRequest("T2M" if speaks else "T2T", text="Hello!")
+        request.sampling = SamplingConfig(max_new_steps=8)
+        done, _ = self.chat(request)
+        return done
+
     @property
     def sample_rate(self) -> int:
         return int(self.codec.sample_rate) if self.codec is not None else 0

@@ -259,3 +259,18 @@ def test_bad_requests_have_readable_errors(engine, tmp_path):
     # the engine keeps working after errors
     _, done = _run(engine, ChatRequest("T2T", text="hello", sampling=SamplingConfig(max_new_steps=3)))
     assert done.timings is not None
+
+
+def test_warm_up_runs_a_reply_through_every_part(engine):
+    """What a first reply sets up (the lean decoder's stacked weights of the LLM and the SRH) is
+    there after `warm_up`, on a model no request has used yet."""
+    import copy
+
+    import core.kv_decoder as kv
+
+    fresh = VoiceChatEngine(copy.deepcopy(engine.model), engine.tokenizer, engine.codec)
+    parts = (fresh.model.llm.model, fresh.model.srh.decoder)
+    assert not any(part in kv._PACKS for part in parts)
+    done = fresh.warm_up()
+    assert isinstance(done, Done) and len(done.speech_tokens) > 0  # S2M: the ear, LLM, SRH and codec ran
+    assert all(part in kv._PACKS for part in parts)
