@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from app.config import ADMIN_TOKEN_ENV, AppSettings
+from core.checkpoint import CheckpointError
 from core.engine import VoiceChatEngine
 from storage import Repository
 
@@ -108,7 +109,12 @@ class AppContext:
             engine.checkpoint_id = name
             engines[name] = engine
             took = time.perf_counter()
-            engine.warm_up()  # so that the first user's reply is as fast as the next ones
+            try:
+                engine.warm_up()  # so that the first user's reply is as fast as the next ones
+            except Exception as exc:  # a checkpoint that cannot answer is refused at start, not per turn
+                raise CheckpointError(
+                    f"{path} loaded, but it could not answer a first made-up request: {type(exc).__name__}: {exc}"
+                ) from exc
             logger.info(
                 "loaded checkpoint %s from %s (warmed up in %.2f s)", name, path, time.perf_counter() - took
             )

@@ -128,15 +128,13 @@ class VoiceChatEngine:
         call sets up: the float16 weight copies, rope tables, the codec's windows, the thread
         pools' first run (on the demo, first audio after ~180 ms on a first call, ~90 ms after).
         Generation settings are the defaults with a few steps; nothing is stored."""
-        speaks = self.codec is not None
+        speaks, sampling = self.codec is not None, SamplingConfig(max_new_steps=8)
         if self.config.user_audio == "continuous":  # 1 s of quiet noise: heard, not refused as silence
             noise = np.random.default_rng(0).normal(0.0, 0.05, 16000).astype(np.float32)
-            request = ChatRequest("S2M" if speaks else "S2T", audio=Waveform(noise, 16000))
+            request = ChatRequest("S2M" if speaks else "S2T", audio=Waveform(noise, 16000), sampling=sampling)
         else:
-            request = ChatRequest("T2M" if speaks else "T2T", text="Hello!")
-        request.sampling = SamplingConfig(max_new_steps=8)
-        done, _ = self.chat(request)
-        return done
+            request = ChatRequest("T2M" if speaks else "T2T", text="Hello!", sampling=sampling)
+        return self.chat(request)[0]
 
     @property
     def sample_rate(self) -> int:

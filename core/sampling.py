@@ -109,8 +109,10 @@ class ModeSampling:
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"{where}: {exc}") from None
 
-        data = dict(data) if isinstance(data, dict) else data
-        modes = data.pop("modes", {}) if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            raise ValueError("the settings must be a JSON object of sampling settings")
+        data = dict(data)
+        modes = data.pop("modes", {})
         default = config(data, SamplingConfig(), "the settings")
         if not isinstance(modes, dict) or not set(modes) <= set(MODE_NAMES):
             raise ValueError(f"'modes' must map mode names ({', '.join(MODE_NAMES)}) to settings")

@@ -283,6 +283,24 @@ def test_turns_left_running_by_a_crash_become_errors_at_start(tiny, tmp_path):
         ctx.close()
 
 
+def test_a_checkpoint_that_cannot_answer_is_refused_at_start(tiny, tmp_path, monkeypatch):
+    """Loading warms each engine up; a failure there stops the start with a readable error."""
+    from app.context import AppContext
+    from core.checkpoint import CheckpointError
+    from core.engine import VoiceChatEngine
+
+    def broken(self):
+        raise RuntimeError("the codec's decoder is missing a layer")
+
+    monkeypatch.setattr(VoiceChatEngine, "warm_up", broken)
+    with pytest.raises(
+        CheckpointError, match="could not answer a first made-up request: RuntimeError: the codec"
+    ):
+        AppContext.load(
+            [str(tiny[0])], db_url=f"sqlite:///{tmp_path / 'x.sqlite3'}", data_dir=tmp_path / "data"
+        )
+
+
 def test_without_audio_streaming_the_whole_reply_comes_at_the_end(make_ctx, question_wav):
     ctx = make_ctx(stream_audio=False)  # what app.py does when ffmpeg is missing
     outputs = run_chat(ChatHandlers(ctx), "S2M", question_wav)
