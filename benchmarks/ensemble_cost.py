@@ -32,10 +32,9 @@ def parse_settings(text: str) -> list[tuple[int, float]]:
 def measure(checkpoint: str, audios: list[Path], mode: str, settings: list[tuple[int, float]]) -> list[dict]:
     from core.engine import ChatRequest, VoiceChatEngine
     from core.sampling import SamplingConfig
-    from core.types import Done
 
     engine = VoiceChatEngine.from_pretrained(checkpoint)
-    engine.chat(ChatRequest(mode, audio=str(audios[0])))  # warm-up: first-call costs
+    engine.warm_up()  # first-call costs
     time_s = [0.0] * len(settings)
     speech_s = [0.0] * len(settings)
     first_audio = [[] for _ in settings]
@@ -43,12 +42,7 @@ def measure(checkpoint: str, audios: list[Path], mode: str, settings: list[tuple
         for j in [(i + s) % len(settings) for s in range(len(settings))]:
             views, guide = settings[j]
             sampling = SamplingConfig(audio_views=views, text_guide=guide)
-            done = next(
-                e
-                for e in engine.stream(ChatRequest(mode, audio=str(audio), sampling=sampling))
-                if isinstance(e, Done)
-            )
-            t = done.timings
+            t = engine.chat(ChatRequest(mode, audio=str(audio), sampling=sampling))[0].timings
             time_s[j] += t.total_time
             speech_s[j] += t.audio_seconds
             if t.time_to_first_audio is not None:

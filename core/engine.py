@@ -136,6 +136,10 @@ class VoiceChatEngine:
             request = ChatRequest("T2M" if speaks else "T2T", text="Hello!", sampling=sampling)
         return self.chat(request)[0]
 
+    def sampling_for(self, request: ChatRequest) -> SamplingConfig:
+        """The request's own settings, else what the checkpoint recommends for its mode."""
+        return request.sampling or self.sampling.for_mode(request.mode)
+
     @property
     def sample_rate(self) -> int:
         return int(self.codec.sample_rate) if self.codec is not None else 0
@@ -206,8 +210,7 @@ class VoiceChatEngine:
         in the text-only twin mode (`core.modes.text_twin`) with its default system prompt, heard
         in the plain view and in every extra one. A prompt that does not fit the position budget
         is left out. Each audio input is decoded once, and heard in each view once, for all of them."""
-        mode = get_mode(request.mode)
-        sampling = request.sampling or self.sampling.for_mode(mode.name)
+        mode, sampling = get_mode(request.mode), self.sampling_for(request)
         continuous = mode.speech_input and self.config.user_audio == "continuous"
         extra = VIEWS[1 : sampling.audio_views] if continuous else ()
         twin = text_twin(mode) if sampling.text_guide > 0 else None
@@ -232,14 +235,12 @@ class VoiceChatEngine:
             core.generate.LengthBudgetError: the conversation does not fit the position budget.
         """
         start = time.perf_counter()
-        mode = get_mode(request.mode)
-        if request.sampling is None:
-            request = dataclasses.replace(request, sampling=self.sampling.for_mode(mode.name))
+        mode, sampling = get_mode(request.mode), self.sampling_for(request)
         if mode.speech_output and self.codec is None:
             raise InputError(f"mode {mode.name} speaks, but this checkpoint has no speech detokenizer")
         with self._lock:
             prompt, views, guides = self.prompts(request)
-            yield from self._run(prompt, mode, request.sampling, cancel, start, views, guides)
+            yield from self._run(prompt, mode, sampling, cancel, start, views, guides)
 
     def _run(self, prompt, mode, sampling, cancel, start, views=(), guides=()) -> Iterator[Event]:
         detok = None

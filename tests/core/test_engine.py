@@ -87,11 +87,14 @@ def test_a_request_without_sampling_gets_the_checkpoints_recommended_settings(en
     assert len(engine.prompts(ChatRequest("S2T", audio=question))[1]) == 2
     assert engine.prompts(ChatRequest("SUC", audio=question))[1] == []  # only S2T's differ
     assert engine.prompts(ChatRequest("S2T", audio=question, sampling=SamplingConfig()))[1] == []
-    heard = []
+    views = []  # the extra views each streamed request was answered with
     real = engine.prompts
-    monkeypatch.setattr(engine, "prompts", lambda request: (heard.append(request.sampling), real(request))[1])
+    monkeypatch.setattr(
+        engine, "prompts", lambda request: (out := real(request), views.append(len(out[1])))[0]
+    )
     _, done = _run(engine, ChatRequest("S2T", audio=question))
-    assert done.reply_text == REPLY and heard == [SamplingConfig(audio_views=3)]
+    _run(engine, ChatRequest("S2T", audio=question, sampling=SamplingConfig()))
+    assert done.reply_text == REPLY and views == [2, 0]
 
 
 def test_a_requests_audio_is_decoded_once_for_all_its_prompts(engine, question, monkeypatch):
