@@ -49,6 +49,7 @@ class ChatRequest:
     sampling: SamplingConfig | None = None  # None: the engine's for the mode (generation_config.json)
     system_prompt: str | None = None  # overrides the mode's Table 5 prompt
     max_text_chars: int = 2000  # longer typed input is refused with a clear error
+    reply_text: str | None = None  # S2M/T2M: the reply to say; written as given, only the speech generated
 
 
 class InputError(ValueError):
@@ -238,11 +239,32 @@ class VoiceChatEngine:
         mode, sampling = get_mode(request.mode), self.sampling_for(request)
         if mode.speech_output and self.codec is None:
             raise InputError(f"mode {mode.name} speaks, but this checkpoint has no speech detokenizer")
+        reply_ids = self._reply_ids(request)
         with self._lock:
             prompt, views, guides = self.prompts(request)
-            yield from self._run(prompt, mode, sampling, cancel, start, views, guides)
+            yield from self._run(prompt, mode, sampling, cancel, start, views, guides, reply_ids)
 
-    def _run(self, prompt, mode, sampling, cancel, start, views=(), guides=()) -> Iterator[Event]:
+    def _reply_ids(self, request: ChatRequest) -> list[int] | None:
+        """The token ids of a request's given reply text (None when it has none)."""
+        if request.reply_text is None:
+            return None
+        mode = get_mode(request.mode)
+        if not mode.speech_output or mode.is_chain:
+            raise InputError(
+                f"A given reply text needs a mode that speaks as it writes (S2M, T2M), not {mode.name}."
+            )
+        text = request.reply_text.strip()
+        if not text:
+            raise InputError("The reply text to say is empty.")
+        if len(text) > request.max_text_chars:
+            raise InputError(
+                f"The reply text is {len(text)} characters long; the limit is {request.max_text_chars}."
+            )
+        return self.builder.encode_text(text)
+
+    def _run(
+        self, prompt, mode, sampling, cancel, start, views=(), guides=(), reply_ids=None
+    ) -> Iterator[Event]:
         detok = None
         if mode.speech_output:
             background = self.background_audio
@@ -250,12 +272,14 @@ class VoiceChatEngine:
                 background = self.model.device.type != "cpu" or torch.get_num_threads() == 1
             detok = BackgroundStream(self.codec.stream()) if background else self.codec.stream()
         try:
-            yield from self._steps(prompt, mode, sampling, cancel, start, detok, views, guides)
+            yield from self._steps(prompt, mode, sampling, cancel, start, detok, views, guides, reply_ids)
         finally:
             if isinstance(detok, BackgroundStream):
                 detok.close()  # a cancelled or failed reply: stop the worker
 
-    def _steps(self, prompt, mode, sampling, cancel, start, detok, views, guides) -> Iterator[Event]:
+    def _steps(
+        self, prompt, mode, sampling, cancel, start, detok, views, guides, reply_ids
+    ) -> Iterator[Event]:
         ids = self.config.special_token_ids
         chain_stream, reply_stream = _TextStream(self.tokenizer), _TextStream(self.tokenizer)
         first_text = first_audio = None
@@ -286,6 +310,7 @@ class VoiceChatEngine:
             result=result,
             views=views,
             guides=guides,
+            reply_ids=reply_ids,
         ):
             tok = step.text_token
             if step.kind == "text" and mode.is_chain:

@@ -245,6 +245,7 @@ class DrVoiceGenerator:
         result: GenResult | None = None,
         views: Sequence[Example] = (),
         guides: Sequence[Example] = (),
+        reply_ids: Sequence[int] | None = None,
     ) -> Iterator[GenStep]:
         """Generates a reply step by step.
 
@@ -271,6 +272,9 @@ class DrVoiceGenerator:
                 tokens only; each parallel text token is drawn from their mean log-probability
                 weighted by `sampling.text_guide` against that of `prompt` and `views`. The speech
                 is said from `prompt` and `views` alone.
+            reply_ids: S2M/T2M: the reply text's token ids, written as given (<|im_end|> added) in
+                place of drawn ones; only the speech is generated (a scripted reply, and
+                `training.eval.follow_text`'s test of whether the speech says the text it is fed).
         Yields:
             One GenStep per LLM step.
         Raises:
@@ -350,7 +354,12 @@ class DrVoiceGenerator:
         pad_group = torch.full((k,), cfg.speech_pad, dtype=torch.long, device=dev)
         chain_ids: list[int] = []
         follow = m.has_draft and sampling.follow_draft and self.draft_ids is not None
-        forced: list[int] | None = None  # the parallel text, when it follows the draft
+        forced: list[int] | None = None  # the parallel text, when it follows the draft or is given
+        if reply_ids is not None:
+            if not parallel:
+                raise ValueError(f"reply_ids needs a mode that speaks in parallel (S2M, T2M), not {m.name}")
+            forced = [*reply_ids, ids["im_end"]]
+            extra.keep(extra.at("view"))  # no text is drawn: the guides have nothing to do
 
         def mean_log_prob(scores: torch.Tensor) -> torch.Tensor:
             # (prompts, vocab) -> the prompts' mean log-probability (masked tokens stay at -inf)

@@ -213,6 +213,26 @@ def test_parallel_text_follows_the_draft(engine, question, mode, monkeypatch):
     assert own.reply_text == REPLY
 
 
+@pytest.mark.parametrize("mode", ["T2M", "S2M"])
+def test_a_given_reply_text_is_written_as_given_and_spoken(engine, question, mode):
+    """`reply_text` takes the place of the text head's reply (this model writes REPLY to the
+    question) and the speech is generated beside it; modes that cannot take one refuse it."""
+    other = "the capital of france is paris."
+    typed = mode == "T2M"
+    request = ChatRequest(mode, text=QUESTION if typed else None, audio=None if typed else question)
+    _, own = _run(engine, request)
+    assert own.reply_text == REPLY
+    events, given = _run(engine, dataclasses.replace(request, reply_text=other))
+    assert given.reply_text == other == "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert sum(len(e.samples) for e in events if isinstance(e, AudioChunk)) > 0
+    with pytest.raises(InputError, match="S2M, T2M"):
+        list(engine.stream(ChatRequest("T2T", text="hi", reply_text=other)))
+    with pytest.raises(InputError, match="empty"):
+        list(engine.stream(dataclasses.replace(request, reply_text="  ")))
+    with pytest.raises(InputError, match="characters long"):
+        list(engine.stream(dataclasses.replace(request, reply_text="a" * 3000)))
+
+
 def test_history_is_part_of_the_prompt(engine, question):
     plain = engine.build_prompt(ChatRequest("T2T", text="and five?"))
     history = [

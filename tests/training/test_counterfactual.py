@@ -109,6 +109,23 @@ def test_categories_limit_the_questions_drawn():
         CounterfactualConfig(categories=())
 
 
+def test_swapped_items_pair_a_question_with_another_intents_true_reply():
+    train = {r["id"]: r for r in _train()}
+    items, summary = build_items(CounterfactualConfig(items=400, swap_probability=0.5), _train(), HELDOUT)
+    swapped = [i for i in items if "reply_source" in i]
+    assert summary["counts"]["swapped"] == len(swapped) and 150 < len(swapped) < 250
+    for item in swapped:
+        question, reply = train[item["source"]], train[item["reply_source"]]
+        assert item["text"] == question["text"] and item["audio"] == question["audio"]
+        assert item["reply_text"] == reply["reply_text"] and item["intent"] == question["intent"]
+        assert reply["intent"] != question["intent"] and item["text_target"] is False
+    assert any(train[i["reply_source"]]["intent"] == "hello" for i in swapped)  # small talk replies too
+    every, _ = build_items(CounterfactualConfig(items=50, swap_probability=1.0), _train(), HELDOUT)
+    assert all("reply_source" in i for i in every)
+    with pytest.raises(ValueError, match="--swap-probability"):
+        CounterfactualConfig(swap_probability=-0.1)
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="--items"):
         CounterfactualConfig(items=0)

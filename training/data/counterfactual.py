@@ -60,12 +60,15 @@ class CounterfactualConfig:
     max_operand: int = 20  # arithmetic operands drawn from 0..max_operand (the corpus asks 0-12)
     seed: int = 0
     categories: tuple[str, ...] = CATEGORIES  # the training questions' categories to draw from
+    swap_probability: float = 0.0  # chance that an item takes another intent's true training reply
 
     def __post_init__(self) -> None:
         if self.items < 1:
             raise ValueError(f"--items must be >= 1, got {self.items}")
         if not 0.0 <= self.operand_probability <= 1.0:
             raise ValueError(f"--operand-probability must be in [0, 1], got {self.operand_probability}")
+        if not 0.0 <= self.swap_probability <= 1.0:
+            raise ValueError(f"--swap-probability must be in [0, 1], got {self.swap_probability}")
         if self.max_number < 2 or self.max_operand < 1:
             raise ValueError("--max-number must be >= 2 and --max-operand >= 1")
         unknown = sorted(set(self.categories) - set(CATEGORIES))
@@ -117,10 +120,15 @@ def build_items(
         for split in ("validation", "test")
         for ops in splits.get(split, [])
     }
+    replies = [r for r in train if r.get("reply_text")]  # every training reply, small talk included
     rng = random.Random(cfg.seed)
     items, counts = [], Counter()
     for i in range(cfg.items):
         source = rng.choice(sources)
+        if cfg.swap_probability and rng.random() < cfg.swap_probability:
+            items.append(_swapped(f"cf-{i:05d}", source, replies, rng))
+            counts["swapped"] += 1
+            continue
         intent = INTENTS_BY_NAME[source["intent"]]
         operands = tuple(source["operands"])  # a training combo: never held out
         if rng.random() < cfg.operand_probability:
@@ -148,6 +156,28 @@ def build_items(
         )
         counts[source["category"]] += 1
     return items, {"items": len(items), "counts": dict(sorted(counts.items())), "config": cfg.__dict__}
+
+
+def _swapped(item_id: str, source: dict, replies: list[dict], rng: random.Random) -> dict:
+    """`source`'s question with the true training reply of another intent: nothing in the question
+    tells what is said, so the speech can only come from the text it is fed."""
+    while (other := rng.choice(replies))["intent"] == source["intent"]:
+        pass
+    return {
+        "id": item_id,
+        "text": source["text"],
+        "audio": source["audio"],
+        "reply_text": other["reply_text"],
+        "reply_audio": None,
+        "reply_tokens": None,
+        "category": source["category"],
+        "voice": source.get("voice"),
+        "intent": source["intent"],
+        "source": source["id"],
+        "reply_source": other["id"],
+        "reply_operands": other.get("operands"),
+        "text_target": False,
+    }
 
 
 def write(corpus: Path, cfg: CounterfactualConfig, workers: int = 2) -> Path:
@@ -187,6 +217,13 @@ def main(argv: list[str] | None = None) -> None:
         default=",".join(d.categories),
         help="comma-separated categories of the training questions to draw from (default: all six)",
     )
+    parser.add_argument(
+        "--swap-probability",
+        type=float,
+        default=d.swap_probability,
+        help="chance that an item instead pairs its question with the true training reply of another "
+        "intent (small talk included), spoken as the corpus speaks it (default 0)",
+    )
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--workers", type=int, default=2, help="parallel TTS processes")
     args = parser.parse_args(argv)
@@ -199,6 +236,7 @@ def main(argv: list[str] | None = None) -> None:
             args.max_operand,
             args.seed,
             tuple(c.strip() for c in args.categories.split(",") if c.strip()),
+            args.swap_probability,
         )
         write(Path(args.corpus), cfg, workers=args.workers)
     except (FileNotFoundError, ValueError) as err:
