@@ -124,6 +124,9 @@ def test_swapped_items_pair_a_question_with_another_intents_true_reply():
     assert all("reply_source" in i for i in every)
     with pytest.raises(ValueError, match="--swap-probability"):
         CounterfactualConfig(swap_probability=-0.1)
+    one_intent = [r for r in _train() if r["intent"] == "plus"]
+    with pytest.raises(ValueError, match="more than one intent"):
+        build_items(CounterfactualConfig(items=5, swap_probability=0.5), one_intent, HELDOUT)
 
 
 def test_bad_settings_are_refused():

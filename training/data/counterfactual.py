@@ -120,13 +120,19 @@ def build_items(
         for split in ("validation", "test")
         for ops in splits.get(split, [])
     }
-    replies = [r for r in train if r.get("reply_text")]  # every training reply, small talk included
+    # for swapped items: per question intent, the training replies of every other intent (small talk too)
+    other_replies = {
+        name: [r for r in train if r.get("reply_text") and r.get("intent") != name]
+        for name in ({s["intent"] for s in sources} if cfg.swap_probability else ())
+    }
+    if any(not replies for replies in other_replies.values()):
+        raise ValueError("--swap-probability needs training replies of more than one intent")
     rng = random.Random(cfg.seed)
     items, counts = [], Counter()
     for i in range(cfg.items):
         source = rng.choice(sources)
         if cfg.swap_probability and rng.random() < cfg.swap_probability:
-            items.append(_swapped(f"cf-{i:05d}", source, replies, rng))
+            items.append(_swapped(f"cf-{i:05d}", source, rng.choice(other_replies[source["intent"]])))
             counts["swapped"] += 1
             continue
         intent = INTENTS_BY_NAME[source["intent"]]
@@ -158,11 +164,9 @@ def build_items(
     return items, {"items": len(items), "counts": dict(sorted(counts.items())), "config": cfg.__dict__}
 
 
-def _swapped(item_id: str, source: dict, replies: list[dict], rng: random.Random) -> dict:
-    """`source`'s question with the true training reply of another intent: nothing in the question
-    tells what is said, so the speech can only come from the text it is fed."""
-    while (other := rng.choice(replies))["intent"] == source["intent"]:
-        pass
+def _swapped(item_id: str, source: dict, other: dict) -> dict:
+    """`source`'s question with `other`'s true training reply (another intent): nothing in the
+    question tells what is said, so the speech can only come from the text it is fed."""
     return {
         "id": item_id,
         "text": source["text"],
