@@ -56,6 +56,17 @@ class InputError(ValueError):
     """The request cannot be answered as given (missing or invalid input); readable message."""
 
 
+def _bounded_text(text: str | None, max_chars: int, empty: str, what: str) -> str:
+    """`text` stripped; InputError with `empty` when nothing is left, or naming `what` when it is
+    longer than `max_chars`."""
+    text = (text or "").strip()
+    if not text:
+        raise InputError(empty)
+    if len(text) > max_chars:
+        raise InputError(f"The {what} is {len(text)} characters long; the limit is {max_chars}.")
+    return text
+
+
 class _TextStream:
     """Incremental detokenisation: yields only new, complete characters."""
 
@@ -179,12 +190,9 @@ class VoiceChatEngine:
             if view and (id(audio), view) not in heard:
                 heard[id(audio), view] = mel_view(heard[id(audio), None], *view)
             return UserInput(text=text, mels=heard[id(audio), view or None])
-        text = (text or "").strip()
-        if not text:
-            raise InputError("This mode answers text: type a message first.")
-        if len(text) > max_chars:
-            raise InputError(f"The message is {len(text)} characters long; the limit is {max_chars}.")
-        return UserInput(text=text)
+        return UserInput(
+            text=_bounded_text(text, max_chars, "This mode answers text: type a message first.", "message")
+        )
 
     def build_prompt(
         self, request: ChatRequest, view: tuple[float, float] | None = None, heard: dict | None = None
@@ -239,27 +247,22 @@ class VoiceChatEngine:
         mode, sampling = get_mode(request.mode), self.sampling_for(request)
         if mode.speech_output and self.codec is None:
             raise InputError(f"mode {mode.name} speaks, but this checkpoint has no speech detokenizer")
-        reply_ids = self._reply_ids(request)
+        reply_ids = self._reply_ids(request, mode)
         with self._lock:
             prompt, views, guides = self.prompts(request)
             yield from self._run(prompt, mode, sampling, cancel, start, views, guides, reply_ids)
 
-    def _reply_ids(self, request: ChatRequest) -> list[int] | None:
+    def _reply_ids(self, request: ChatRequest, mode) -> list[int] | None:
         """The token ids of a request's given reply text (None when it has none)."""
         if request.reply_text is None:
             return None
-        mode = get_mode(request.mode)
         if not mode.speech_output or mode.is_chain:
             raise InputError(
                 f"A given reply text needs a mode that speaks as it writes (S2M, T2M), not {mode.name}."
             )
-        text = request.reply_text.strip()
-        if not text:
-            raise InputError("The reply text to say is empty.")
-        if len(text) > request.max_text_chars:
-            raise InputError(
-                f"The reply text is {len(text)} characters long; the limit is {request.max_text_chars}."
-            )
+        text = _bounded_text(
+            request.reply_text, request.max_text_chars, "The reply text to say is empty.", "reply text"
+        )
         return self.builder.encode_text(text)
 
     def _run(
