@@ -24,6 +24,10 @@ class DrVoiceConfig:
     group_size: int = 5  # k speech tokens per LLM step: 25 Hz -> 5 Hz (eq. 3)
     grouping: str = "concat"  # "concat": Linear(concat of k embeddings) (paper eq. 3); "mean": Linear(mean)
     combine: str = "sum"  # eq. (1) assistant input: "sum" E_text + G (paper) or "mean" (E_text + G) / 2
+    # eq. (1) with the text term scaled, c = s * E_text + G: a grouping trained from scratch can outgrow
+    # the text embeddings (the demo's G ~42 against E_text ~1.4 in norm), and the LLM then barely sees
+    # the reply text it writes while it speaks
+    text_input_scale: float = 1.0
     speech_delay: int = 0  # speech starts this many LLM steps after the text (Fun-Audio-Chat uses 2)
     speech_embed_dim: int = 0  # width of the speech-token embeddings before grouping; 0 = LLM width
     srh_text_condition: bool = False  # add the input token's final-normed embedding to h before W_p
@@ -50,6 +54,8 @@ class DrVoiceConfig:
             raise ValueError(f"user_audio must be one of {USER_AUDIO_KINDS}, got {self.user_audio!r}")
         if self.group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {self.group_size}")
+        if not self.text_input_scale > 0:
+            raise ValueError(f"text_input_scale must be > 0, got {self.text_input_scale}")
         if self.speech_delay < 0:
             raise ValueError(f"speech_delay must be >= 0, got {self.speech_delay}")
         if not 0.0 <= self.speech_input_dropout < 1.0:

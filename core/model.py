@@ -95,8 +95,9 @@ class DrVoiceModel(nn.Module):
         return self.llm.get_input_embeddings()(ids)
 
     def combine(self, text_emb: torch.Tensor, speech_emb: torch.Tensor) -> torch.Tensor:
-        """eq. (1): c_t = E_text(t_t) + G(s_group_t) ("sum") or their mean ("mean")."""
-        out = text_emb + speech_emb
+        """eq. (1): c_t = s E_text(t_t) + G(s_group_t) ("sum") or their mean ("mean"); s is the config's
+        text_input_scale (1 in the paper)."""
+        out = text_emb * self.config.text_input_scale + speech_emb
         return out * 0.5 if self.config.combine == "mean" else out
 
     def encode_user_audio(self, mels: list[torch.Tensor]) -> torch.Tensor:

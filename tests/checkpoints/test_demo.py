@@ -56,3 +56,19 @@ def test_demo_answers_spoken_test_questions_in_s2t(engine, question):
     assert isinstance(done, Done) and done.stop_reason == "end"
     assert not [e for e in events if isinstance(e, AudioChunk)]
     assert contains_answer(done.reply_text, question["answers"]), (question["text"], done.reply_text)
+
+
+def test_demo_speech_says_the_reply_text_it_is_given(engine):
+    """The speech reads its reply text (step 18: the text term of the LLM input at the speech's scale,
+    two steps ahead of it): asked for a capital but made to write a small-talk reply, the judge hears
+    that reply and not the capital, which step 17's speech said whatever text it was given."""
+    from core.types import Waveform
+    from training.eval.asr import transcribe
+
+    given = "Goodbye! Have a nice day."
+    events = list(engine.stream(ChatRequest("T2M", text="What is the capital of France?", reply_text=given)))
+    done = events[-1]
+    assert isinstance(done, Done) and done.reply_text == given
+    audio = np.concatenate([e.samples for e in events if isinstance(e, AudioChunk)])
+    heard = transcribe(Waveform(audio, engine.codec.sample_rate))
+    assert "goodbye" in heard and "paris" not in heard, heard

@@ -178,3 +178,20 @@ def test_srh_text_embedding_reads_the_emitted_text_of_a_reply_without_text_targe
         alone = model(collate([speech_only, padded], tokenizer.pad_token_id, model.config.speech_pad))
         assert alone.text_tokens == out.text_tokens - int((with_text.text_targets != IGNORE).sum())
         torch.testing.assert_close(alone.speech_loss, out.speech_loss)
+
+
+def test_text_input_scale_scales_only_the_reply_text_term(tokenizer):
+    """c = s E_text + G (eq. 1 with the text term scaled) at the reply positions; the prompt is as before."""
+    plain = make_model(tokenizer, seed=4)
+    scaled = make_model(tokenizer, seed=4, text_input_scale=4.0)
+    batch = _batch(plain, tokenizer, {"T2M": MODES_SAMPLES["T2M"]})
+    args = (batch.input_ids, batch.speech_inputs, batch.speech_input_mask, batch.mels)
+    mask = batch.speech_input_mask
+    with torch.no_grad():
+        a, b = plain.embed_inputs(*args), scaled.embed_inputs(*args)
+        text = plain.text_embed(batch.input_ids)
+    assert mask.any() and (~mask).any()
+    torch.testing.assert_close(b[~mask], a[~mask])
+    torch.testing.assert_close(b[mask] - a[mask], 3.0 * text[mask])
+    with pytest.raises(ValueError, match="text_input_scale"):
+        make_model(tokenizer, text_input_scale=0.0)

@@ -189,6 +189,7 @@ def test_srh_from_a_tts_lm_or_a_plain_causal_lm(tmp_path):
 def test_codec_is_shipped_and_sets_the_speech_vocabulary(tiny_assets, tmp_path):
     llm_dir, _ = _hf_llm(tmp_path / "llm", tied=True)
     kw = _small(speech_vocab_size=0, group_size=1, speech_delay=2, grouping="mean", combine="mean")
+    kw |= dict(text_input_scale=30.0)
     ckpt = from_pretrained(
         build.run(
             build.BuildConfig(
@@ -199,6 +200,7 @@ def test_codec_is_shipped_and_sets_the_speech_vocabulary(tiny_assets, tmp_path):
     assert ckpt.codec is not None and ckpt.model.config.speech_vocab_size == ckpt.codec.codebook_size
     c = ckpt.model.config
     assert (c.group_size, c.speech_delay, c.grouping, c.combine) == (1, 2, "mean", "mean")
+    assert c.text_input_scale == 30.0
 
 
 def test_offline_hub_id_gives_a_clear_error(tmp_path, monkeypatch):

@@ -38,9 +38,10 @@ def test_plan_chains_each_checkpoint_into_the_next_with_the_model_cards_settings
     assert _value(by["ear"], "--continue_from") == _value(by["more"], "--out")
     assert by["decoder"].copy_from == demo_rebuild.result(by["ear"])
     assert _value(by["festival"], "--continue_from") == str(demo_rebuild.result(by["decoder"]))
-    assert _value(by["festival"], "--out") == str(tmp_path / "final")
+    assert _value(by["reader"], "--continue_from") == _value(by["festival"], "--out")
+    assert _value(by["reader"], "--out") == str(tmp_path / "final")
     configs = {s.name: parse_config(DemoConfig, list(s.argv)) for s in steps if s.module.endswith(".demo")}
-    base, ear, festival = configs["base"], configs["ear"], configs["festival"]
+    base, ear, festival, reader = configs["base"], configs["ear"], configs["festival"], configs["reader"]
     counts = (base.srh_steps, base.ctc_steps, base.stage1_steps, base.stage2_steps, base.gspo_steps)
     assert counts == (400, 3000, 1000, 250, 20)
     assert base.ctc_augment and base.speech_augment and not base.extra_voices and not base.general_speech
@@ -50,8 +51,12 @@ def test_plan_chains_each_checkpoint_into_the_next_with_the_model_cards_settings
     counts = (festival.continue_ctc_steps, festival.continue_adapter_ctc_steps, festival.continue_steps)
     assert counts == (3000, 1000, 600)
     assert "--extra-voices festival" in " ".join(by["corpus"].argv)
+    # the speech taught to read: the swapped items the swaps step writes, two steps behind the text
+    assert (reader.speech_delay, reader.text_input_scale, reader.continue_steps) == (2, 30.0, 600)
+    assert reader.extra_voices and reader.counterfactual_items == int(_value(by["swaps"], "--items")) == 6000
+    assert _value(by["swaps"], "--swap-probability") == "0.5"
     printed = capsys.readouterr().out
-    assert printed.count("python -m ") == 8 and "(done)" not in printed
+    assert printed.count("python -m ") == 10 and "(done)" not in printed
 
     (root / "done").mkdir(parents=True)
     (root / "done" / "corpus.json").write_text(json.dumps({"command": by["corpus"].command()[1:]}))
@@ -102,6 +107,9 @@ def test_the_whole_history_runs_end_to_end_on_a_tiny_corpus_and_resumes(tmp_path
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("llm."))
     festival = markers["festival"]["command"]
     assert "--extra_voices" in festival and str(root / "decoder" / "demo") in festival
+    assert (tmp_path / "corpus" / "counterfactual.jsonl").is_file()  # the swaps step's items
+    model = json.loads((out / "config.json").read_text())["model"]
+    assert (model["speech_delay"], model["text_input_scale"]) == (2, 30.0)  # the reader's layout
 
     saved = (out / "model.safetensors").read_bytes()
     demo_rebuild.main(argv)  # every step is marked: nothing runs again

@@ -100,9 +100,12 @@ def test_continue_from_trains_an_exported_checkpoint_further_and_keeps_its_card(
     assert not any(k.startswith("encoder.whisper.") for k in changed)  # frozen, as in stage 2
 
 
-def test_demo_speech_delay_must_not_be_negative(tmp_path):
+def test_demo_speech_delay_must_not_be_negative_nor_the_text_input_scale_zero(tmp_path):
     with pytest.raises(ValueError, match="--speech_delay"):
         _cfg(tmp_path, tmp_path, speech_delay=-1)
+    for bad in (0.0, -2.0, float("nan")):
+        with pytest.raises(ValueError, match="--text_input_scale"):
+            _cfg(tmp_path, tmp_path, text_input_scale=bad)
 
 
 def test_demo_continue_lr_must_be_positive(tmp_path):
@@ -135,7 +138,7 @@ def test_continue_ctc_steps_retrain_the_ear_on_general_speech(tmp_path, tiny_ass
     general_speech(["--corpus", str(corpus), "--sentences", "6", "--vocabulary", "100"])
     numeracy(["--corpus", str(corpus), "--items", "6"])
     kw |= dict(numeracy_items=6, weight_decay=0.25, speech_delay=2, srh_text_condition=True)
-    kw |= dict(srh_text_embedding=True)
+    kw |= dict(srh_text_embedding=True, text_input_scale=30.0)
     cfg = _cfg(corpus, work, stop_after="cocktail", speech_splice=1.0, speech_input_dropout=0.3, **kw)
     cfg.continue_ctc_steps, cfg.continue_adapter_ctc_steps, cfg.continue_steps, cfg.max_tokens = 2, 2, 1, 2000
     cfg.continue_t2t_steps, cfg.continue_t2t_weight_decay = 2, 0.4
@@ -160,7 +163,7 @@ def test_continue_ctc_steps_retrain_the_ear_on_general_speech(tmp_path, tiny_ass
     saved = json.loads((work / "continued" / "final" / "config.json").read_text())["model"]
     assert saved["speech_input_dropout"] == 0.0  # not inherited by the recipes that start from it
     layout = (saved["speech_delay"], saved["srh_text_condition"], saved["srh_text_embedding"])
-    assert layout == (2, True, True)  # the new layout, trained on
+    assert layout == (2, True, True) and saved["text_input_scale"] == 30.0  # the new layout, trained on
     assert "relayout" in ctc_config  # the ear stage starts from the relaid copy: same weights, new config
     before = load_file(tiny_assets.init / "model.safetensors")
     relaid = load_file(work / "relayout" / "model.safetensors")
@@ -169,6 +172,7 @@ def test_continue_ctc_steps_retrain_the_ear_on_general_speech(tmp_path, tiny_ass
     assert all(torch.equal(before[k], v) for k, v in relaid.items())
     init_model = json.loads((tiny_assets.init / "config.json").read_text())["model"]
     assert (init_model["speech_delay"], init_model["srh_text_condition"]) == (0, False)  # source untouched
+    assert init_model.get("text_input_scale", 1.0) == 1.0
     ear = load_file(work / "adapter_ctc" / "final" / "model.safetensors")
     after = load_file(work / "continued" / "final" / "model.safetensors")
     assert torch.count_nonzero(after["srh_text.weight"])  # the continued steps train it

@@ -69,6 +69,9 @@ class BuildConfig:
     grouping: str = arg("concat", "concat (paper eq. 3) or mean (Fun-Audio-Chat)")
     combine: str = arg("sum", "eq. (1) assistant input: sum (paper) or mean")
     speech_delay: int = arg(0, "speech starts this many LLM steps after the text (Fun-Audio-Chat: 2)")
+    text_input_scale: float = arg(
+        1.0, "s of eq. (1) scaled, s E_text + G: the reply text's weight in the input"
+    )
     speech_embed_dim: int = arg(0, "width of speech-token embeddings before grouping; 0 = LLM width")
     srh_text_condition: bool = arg(
         False, "add the input token's embedding (final-normed, detached) to h before W_p"
@@ -217,6 +220,7 @@ def run(cfg: BuildConfig) -> Path:
         grouping=cfg.grouping,
         combine=cfg.combine,
         speech_delay=cfg.speech_delay,
+        text_input_scale=cfg.text_input_scale,
         speech_embed_dim=cfg.speech_embed_dim,
         srh_text_condition=cfg.srh_text_condition,
         srh_text_embedding=cfg.srh_text_embedding,

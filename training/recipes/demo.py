@@ -8,12 +8,11 @@ corpus preparation, the codec fit and the export run on the CPU.
 
 Stages (each skipped when its output exists, so an interrupted build continues):
   1. prepare   training.recipes.demo_prepare: text tokenizer (byte-level BPE on the corpus;
-               --general_tokenizer: and on the general sentences), a random
-               tiny Qwen2 LLM, the units codec fitted on the assistant voice (train split), reply
-               tokens + user log-mels
-               (--extra_voices: also of train_extra, the train items spoken by more voices, which
-               the ctc, adapter, align and cocktail stages then train on as well; --paraphrases:
-               also of paraphrases, the training questions in more phrasings, the same way)
+               --general_tokenizer: and on the general sentences), a random tiny Qwen2 LLM, the
+               units codec fitted on the assistant voice (train split), reply tokens + user log-mels
+               (--extra_voices: also of train_extra, the train items spoken by more voices, which the
+               ctc, adapter, align and cocktail stages then train on as well; --paraphrases: also of
+               paraphrases, the training questions in more phrasings, the same way)
   2. build     training.recipes.build: LLM + small Whisper-style encoder + SRH + codec
   3. text_llm  the base LLM M0: the tiny LLM trained on the text-only (T2T) version of the corpus
                (--numeracy_items N: plus N text-only arithmetic items beyond the corpus's operands,
@@ -124,15 +123,12 @@ class DemoConfig:
         "speech starts this many LLM steps after its text (Fun-Audio-Chat: 2); --continue_from: a value "
         "above 0 switches the checkpoint to it (0 keeps the checkpoint's)",
     )
+    text_input_scale: float = arg(1.0, "s of the reply input s E_text + G; --continue_from: != 1 sets it")
     srh_text_condition: bool = arg(
-        False,
-        "the SRH also reads the input text token (DrVoiceConfig.srh_text_condition); --continue_from: "
-        "true switches the checkpoint to it (false keeps the checkpoint's)",
+        False, "the SRH also reads the input text token (DrVoiceConfig); --continue_from: true switches it on"
     )
     srh_text_embedding: bool = arg(
-        False,
-        "the SRH embeds each step's reply text token itself (DrVoiceConfig.srh_text_embedding); "
-        "--continue_from: true adds it to the checkpoint, at zero (false keeps the checkpoint's)",
+        False, "the SRH embeds each step's text token (DrVoiceConfig); --continue_from: true adds it, at zero"
     )
     text_llm_steps: int = arg(600, "T2T pretraining steps of the base LLM")
     text_llm_weight_decay: float = arg(0.0, "AdamW weight decay of the base LLM's T2T pretraining")
@@ -226,6 +222,8 @@ class DemoConfig:
             raise ValueError("--general_tokenizer learns the general sentences: it needs --general_speech")
         if self.speech_delay < 0:
             raise ValueError(f"--speech_delay must be >= 0, got {self.speech_delay}")
+        if not self.text_input_scale > 0:  # also rejects NaN
+            raise ValueError(f"--text_input_scale must be > 0, got {self.text_input_scale}")
         if min(self.numeracy_items, self.counterfactual_items) < 0:
             raise ValueError("--numeracy_items and --counterfactual_items must be >= 0")
         if not self.continue_lr > 0:  # also rejects NaN
@@ -273,6 +271,7 @@ def run(cfg: DemoConfig) -> Path:
                 encoder_positional_scale=cfg.encoder_positional_scale,
                 encoder_output_norm=cfg.encoder_output_norm,
                 speech_delay=cfg.speech_delay,
+                text_input_scale=cfg.text_input_scale,
                 srh_text_condition=cfg.srh_text_condition,
                 srh_text_embedding=cfg.srh_text_embedding,
                 name="drvoice-demo",

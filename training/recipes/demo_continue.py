@@ -3,7 +3,7 @@
 `demo --continue_from DIR`: prepare (with DIR's codec, so the reply tokens are DIR's), then
 --continue_steps more steps with the Core-Cocktail stage-2 settings (the same CoM mix, learning rate
 (or --continue_lr) and augmentation; --numeracy_items, --counterfactual_items, --weight_decay), GSPO,
-export. Before them, when asked: --speech_delay N / --srh_text_condition true /
+export. Before them, when asked: --speech_delay N / --text_input_scale S / --srh_text_condition true /
 --srh_text_embedding true switch the checkpoint's layout (its weights as they are, a new SRH text
 embedding at zero);
 --continue_ctc_steps / --continue_adapter_ctc_steps train its ear further (encoder CTC, then adapter
@@ -94,12 +94,14 @@ def continue_training(cfg: DemoConfig, work: Path, speech_train: str, common: di
 
 
 def relayout(cfg: DemoConfig, work: Path, source: Path) -> Path:
-    """`source`, or with --speech_delay N > 0 / --srh_text_condition true / --srh_text_embedding true a
-    copy of it (work/relayout) whose config asks for that layout: the same weights (a new SRH text
-    embedding starts at zero), which the continued steps then train on it."""
+    """`source`, or with --speech_delay N > 0 / --text_input_scale S != 1 / --srh_text_condition true /
+    --srh_text_embedding true a copy of it (work/relayout) whose config asks for that layout: the same
+    weights (a new SRH text embedding starts at zero), which the continued steps then train on it."""
     changes: dict = {}
     if cfg.speech_delay:
         changes["speech_delay"] = cfg.speech_delay
+    if cfg.text_input_scale != 1.0:
+        changes["text_input_scale"] = cfg.text_input_scale
     if cfg.srh_text_condition:
         changes["srh_text_condition"] = True
     if cfg.srh_text_embedding:

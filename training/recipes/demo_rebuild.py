@@ -4,7 +4,7 @@
     python -m training.recipes.demo_rebuild --dry_run            # print the commands only
 
 The committed `checkpoints/demo` was not made by one `demo` run but grown in steps, each measured
-before it was kept (its model card, "Data and training", numbers them 1-17). This runs the same
+before it was kept (its model card, "Data and training", numbers them 1-18). This runs the same
 commands with the same settings, one after another:
 
   corpus     training.data.synth --size full, every training question once more by festival's voices
@@ -18,14 +18,18 @@ commands with the same settings, one after another:
              settings a refit writes into codec/units_codec.json; the units, and so the tokens the
              later steps train on, are unchanged)
   festival   demo --continue_from decoder --extra_voices: the ear retrained with festival's voices (16)
+  swaps      training.data.counterfactual --swap-probability 0.5: training questions with counterfactual
+             replies and with other intents' true replies, speech targets only (step 18)
+  reader     demo --continue_from festival --speech_delay 2 --text_input_scale 30: the speech taught to
+             read the reply text, two steps behind it and at the speech's scale, on those items (18)
 
 Each step writes its own folder under --work_root (the corpus goes to --corpus, the last checkpoint
 to --out) and a marker in WORK_ROOT/done/ (its command and seconds) when it has finished; a rerun
 skips the steps marked with the same command and stops at one marked with another (other counts or
 folders would mix two settings), and the training steps also resume inside a step, so an interrupted
 rebuild goes on where it stopped. On the 2-core CPU the steps took about 4.5 h in all (corpus ~35
-min, base 2 h 11 min, more 22 min, ear 61 min, decoder 12 min, festival 43 min); `--device cuda`
-runs the training stages on a GPU.
+min, base 2 h 11 min, more 22 min, ear 61 min, decoder 12 min, festival 43 min; then swaps 1 min,
+reader 27 min); `--device cuda` runs the training stages on a GPU.
 The result is the same recipe, not the same bits: CPU threading orders sums differently.
 """
 
@@ -45,7 +49,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-STEPS = ("corpus", "general", "assistant", "base", "more", "ear", "decoder", "festival")
+STEPS = ("corpus", "general", "assistant", "base", "more", "ear", "decoder", "festival", "swaps", "reader")
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ def plan(args: argparse.Namespace) -> list[Step]:
 
     def demo(name: str, *flags: str, start: str = "") -> Step:
         source = ["--continue_from", str(root / start / "demo")] if start else []
-        out = args.out if name == "festival" else root / name / "demo"
+        out = args.out if name == STEPS[-1] else root / name / "demo"
         common = ["--corpus", corpus, "--work_dir", str(root / name / "work"), "--out", str(out)]
         common += ["--threads", threads, "--device", args.device]
         return Step(name, "training.recipes.demo", (*common, *source, *flags))
@@ -113,6 +117,17 @@ def plan(args: argparse.Namespace) -> list[Step]:
             copy_from=root / "ear" / "demo",
         ),
         demo("festival", "--extra_voices", "true", *ear, start="decoder"),
+        Step(
+            "swaps",
+            "training.data.counterfactual",
+            ("--corpus", corpus, "--items", n(6000), "--swap-probability", "0.5", "--workers", threads),
+        ),
+        demo(
+            "reader",
+            *("--extra_voices", "true", "--counterfactual_items", n(6000), "--speech_delay", "2"),
+            *("--text_input_scale", "30", *more),
+            start="festival",
+        ),
     ]
     assert tuple(s.name for s in steps) == STEPS
     return steps
@@ -175,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> list[Step]:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads and TTS processes (default 2)")
     parser.add_argument("--device", default="auto", help="training stages: auto, cpu or cuda (default auto)")
     parser.add_argument(
-        "--until", choices=STEPS, default=STEPS[-1], help="last step to run (default festival)"
+        "--until", choices=STEPS, default=STEPS[-1], help=f"last step to run (default {STEPS[-1]})"
     )
     parser.add_argument("--dry_run", action="store_true", help="print the steps' commands and run nothing")
     parser.add_argument(
