@@ -27,9 +27,9 @@ Each step writes its own folder under --work_root (the corpus goes to --corpus, 
 to --out) and a marker in WORK_ROOT/done/ (its command and seconds) when it has finished; a rerun
 skips the steps marked with the same command and stops at one marked with another (other counts or
 folders would mix two settings), and the training steps also resume inside a step, so an interrupted
-rebuild goes on where it stopped. On the 2-core CPU the steps took about 4.5 h in all (corpus ~35
-min, base 2 h 11 min, more 22 min, ear 61 min, decoder 12 min, festival 43 min; then swaps 1 min,
-reader 27 min); `--device cuda` runs the training stages on a GPU.
+rebuild goes on where it stopped. On the 2-core CPU the steps took about 5 h in all (corpus ~35
+min, base 2 h 11 min, more 22 min, ear 61 min, decoder 12 min, festival 43 min, swaps 1 min, reader
+25-27 min); `--device cuda` runs the training stages on a GPU.
 The result is the same recipe, not the same bits: CPU threading orders sums differently.
 """
 
